@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 __all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "atomic_torch_save",
-           "write_json", "params_digest", "epoch_generator"]
+           "write_json", "write_csv", "params_digest", "epoch_generator"]
 
 
 def seed_everything(seed: int) -> None:
@@ -97,3 +97,9 @@ def params_digest(obj: Any) -> str:
     """A short stable digest of a JSON-able object (used to match checkpoints to params)."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def write_csv(df, path: str | Path) -> None:
+    """Write a pandas DataFrame as CSV atomically."""
+    with atomic_write(path, "w") as f:
+        df.to_csv(f, index=False)

@@ -1,0 +1,46 @@
+"""Loading the models the pipeline writes. Both files are plain dicts of tensors and JSON-able
+metadata, so they load with ``torch.load(weights_only=True)``: no pickled code runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
+
+__all__ = ["load_encoder", "load_relation", "read_model_file"]
+
+
+def read_model_file(path: str | Path, expected_format: str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt file or a pickle with code in it
+        raise ValueError(f"{path}: not a model file this project wrote ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict) or obj.get("format") != expected_format:
+        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path}: expected format {expected_format!r}, found {got!r}")
+    return obj
+
+
+def load_encoder(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild the trained encoder (backbone + STA) from ``models/encoder.pt``; returns (encoder, meta)."""
+    from graph_models import build_encoder
+
+    meta = read_model_file(path, "mrl-encoder/1")
+    enc_p = EncoderParams(**{**meta["encoder"], "pretrained": None})
+    enc = build_encoder(enc_p, ClipParams(**meta["clip"]))
+    enc.load_state_dict(meta["state_dict"])
+    return enc.to(device).eval(), meta
+
+
+def load_relation(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild the trained relation learner from ``models/relation.pt``; returns (relation, meta)."""
+    from graph_models import build_relation
+
+    meta = read_model_file(path, "mrl-relation/1")
+    rel = build_relation(meta["in_dim"], meta["heads"], RelationParams(**meta["relation"]), MaskParams(**meta["mask"]))
+    rel.load_state_dict(meta["state_dict"])
+    return rel.to(device).eval(), meta
