@@ -1,0 +1,156 @@
+"""Backbones: a clip ``[B, 3, D, H, W]`` (already normalised) -> feature maps ``F_0 [B, C, d, h, w]``.
+
+Every backbone exposes ``out_channels`` (C), ``feature_layer`` (its last block, for Grad-CAM),
+and ``mean``/``std`` (the fixed input normalisation of its pretraining data, applied by
+:class:`graph_models.mrl.Encoder`).
+
+- ``mc3_18``: torchvision's MC3-18 (paper), stem + layer1..layer4 without pooling and fc.
+  Kinetics-400 weights are loaded when their file is present; nothing is ever downloaded.
+- ``small3d``: a narrow 3-stage 3D CNN for CPU runs (64 px, D = 8).
+- ``resnet18_2d``: torchvision ResNet-18 trunk applied to every frame (image-based variant, RQ3).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models.video import MC3_18_Weights, mc3_18
+
+__all__ = ["KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN", "IMAGENET_STD", "resolve_weights",
+           "MC3Backbone", "Small3DBackbone", "ResNet2DBackbone", "build_backbone"]
+
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def resolve_weights(pretrained: Optional[str], url: str, name: str) -> Optional[Path]:
+    """The weight file to load, or None (random initialisation).
+
+    ``'auto'``: torchvision's file name (basename of ``url``) in ``torch.hub.get_dir()/checkpoints``;
+    when absent, warns once that ``name`` starts from random weights. A path: that file (must
+    exist). None / ``''`` / ``'none'``: random, silently. Never downloads.
+    """
+    if pretrained is None or str(pretrained).lower() in ("", "none", "null", "false"):
+        return None
+    if pretrained == "auto":
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if path.is_file():
+            return path
+        _warn_once(name, f"{name}: pretrained weights not found at {path} (nothing is downloaded); "
+                         f"the backbone STARTS FROM RANDOM WEIGHTS. Put the file there or set "
+                         f"encoder.pretrained to its path.")
+        return None
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: encoder.pretrained={pretrained!r} is not a file")
+    return path
+
+
+def _load_state(model: nn.Module, path: Path) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    model.load_state_dict(state)
+
+
+class MC3Backbone(nn.Module):
+    """MC3-18 trunk (stem, layer1..layer4): ``[B, 3, D, H, W] -> [B, 512, D, H/16, W/16]``
+    (layers 2-4 stride only in space)."""
+
+    out_channels = 512
+    mean, std = KINETICS_MEAN, KINETICS_STD
+
+    def __init__(self, pretrained: Optional[str] = "auto") -> None:
+        super().__init__()
+        net = mc3_18(weights=None)
+        self.weights_path = resolve_weights(pretrained, MC3_18_Weights.KINETICS400_V1.url, "mc3_18")
+        if self.weights_path is not None:
+            _load_state(net, self.weights_path)
+        self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.stem, net.layer1, net.layer2, net.layer3, net.layer4)
+
+    @property
+    def feature_layer(self) -> nn.Module:
+        return self.layer4
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+
+
+def _block3d(cin: int, cout: int, kernel, stride, padding) -> nn.Sequential:
+    return nn.Sequential(nn.Conv3d(cin, cout, kernel, stride, padding, bias=False),
+                         nn.BatchNorm3d(cout), nn.ReLU(inplace=True))
+
+
+class Small3DBackbone(nn.Module):
+    """A narrow 3D CNN: stem (3x7x7, stride 1x2x2) and two 3x3x3 stages (strides 1x2x2, 2x2x2).
+    ``[B, 3, D, H, W] -> [B, 4w, D/2, H/8, W/8]`` with ``w = width``."""
+
+    mean, std = KINETICS_MEAN, KINETICS_STD
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.out_channels = 4 * width
+        self.stem = _block3d(3, width, (3, 7, 7), (1, 2, 2), (1, 3, 3))
+        self.layer1 = _block3d(width, 2 * width, 3, (1, 2, 2), 1)
+        self.layer2 = _block3d(2 * width, 4 * width, 3, (2, 2, 2), 1)
+
+    @property
+    def feature_layer(self) -> nn.Module:
+        return self.layer2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer2(self.layer1(self.stem(x)))
+
+
+class ResNet2DBackbone(nn.Module):
+    """ResNet-18 trunk (conv1..layer4) per frame: ``[B, 3, D, H, W] -> [B, 512, D, H/32, W/32]``.
+    ImageNet weights are loaded when torchvision's file is in the hub cache (``'auto'``)."""
+
+    out_channels = 512
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __init__(self, pretrained: Optional[str] = "auto") -> None:
+        super().__init__()
+        net = resnet18(weights=None)
+        self.weights_path = resolve_weights(pretrained, ResNet18_Weights.IMAGENET1K_V1.url, "resnet18_2d")
+        if self.weights_path is not None:
+            _load_state(net, self.weights_path)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    @property
+    def feature_layer(self) -> nn.Module:
+        return self.layer4
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, d, h, w = x.shape
+        frames = x.transpose(1, 2).reshape(b * d, c, h, w)
+        f = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(frames)))))
+        return f.reshape(b, d, *f.shape[1:]).transpose(1, 2)
+
+
+def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 16) -> nn.Module:
+    """``'mc3_18'``, ``'small3d'`` (``width``) or ``'resnet18_2d'``."""
+    if name == "mc3_18":
+        return MC3Backbone(pretrained)
+    if name == "small3d":
+        return Small3DBackbone(width)
+    if name == "resnet18_2d":
+        return ResNet2DBackbone(pretrained)
+    raise ValueError(f"unknown backbone {name!r} (mc3_18, small3d, resnet18_2d)")

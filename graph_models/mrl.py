@@ -1,0 +1,177 @@
+"""The whole model of Fig. 2: ``Encoder`` (backbone + STA, Sec. III-B) and ``RelationLearner``
+(masked edges + relation cell + graph classifier, Sec. III-C), and their factories.
+
+Algorithm 2 in shapes::
+
+    x [B, 3, F, H, W] in [0, 1]  --normalise, split into T = F / D snippets-->  [B*T, 3, D, H, W]
+    --backbone-->  F_0 [B*T, C, d, h, w]  --STA, Eq. 3-->  V [B, T, N, C], F_A [B, T, N, h, w]
+    --mask E (Eq. 1, 6, 7; training only)-->  cell over t (Eq. 8-10)  -->  H^T [B, N, C']
+    --flatten (N*C'), MLP-->  one logit per video (fake = 1)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import build_backbone
+from .gconv_gru import adjacency, build_cell
+from .masking import mask_edges
+from .sta import STA
+
+__all__ = ["EncoderOutput", "Encoder", "RelationLearner", "MRLModel", "build_encoder",
+           "build_relation", "build_model"]
+
+
+class EncoderOutput(NamedTuple):
+    """``vertices [B, T, N, C]`` (unit L2 rows, Eq. 3) and ``attention [B, T, N, h, w]`` (F_A)."""
+
+    vertices: Tensor
+    attention: Tensor
+
+
+class Encoder(nn.Module):
+    """Backbone + STA applied to each of the T snippets of D frames.
+
+    Args:
+        backbone: module ``[B, 3, D, H, W] -> [B, C, d, h, w]`` with ``out_channels``, ``mean``,
+            ``std`` and ``feature_layer``.
+        sta: :class:`graph_models.sta.STA` with ``in_channels = backbone.out_channels``.
+        snippet_length (int): D.
+
+    ``forward(x)``: ``x`` float in [0, 1], ``[B, 3, F, H, W]`` with ``F`` a multiple of D; the
+    input is normalised here with the backbone's fixed mean/std (the same at train and test).
+    """
+
+    def __init__(self, backbone: nn.Module, sta: STA, snippet_length: int) -> None:
+        super().__init__()
+        self.backbone, self.sta, self.snippet_length = backbone, sta, snippet_length
+        self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1, 1), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        """C, channels of a vertex."""
+        return self.backbone.out_channels
+
+    @property
+    def heads(self) -> int:
+        """N, number of vertices."""
+        return self.sta.heads
+
+    @property
+    def feature_layer(self) -> nn.Module:
+        """The last backbone block (Grad-CAM target)."""
+        return self.backbone.feature_layer
+
+    def split_snippets(self, x: Tensor) -> Tensor:
+        """``[B, 3, T*D, H, W] -> [B*T, 3, D, H, W]`` (consecutive frames per snippet)."""
+        b, c, f, h, w = x.shape
+        d = self.snippet_length
+        if f % d:
+            raise ValueError(f"clip of {f} frames is not a multiple of the snippet length {d}")
+        return x.reshape(b, c, f // d, d, h, w).transpose(1, 2).reshape(b * (f // d), c, d, h, w)
+
+    def forward(self, x: Tensor) -> EncoderOutput:
+        if x.dim() != 5 or x.size(1) != 3:
+            raise ValueError(f"expected a clip [B, 3, F, H, W], got {tuple(x.shape)}")
+        b, t = x.size(0), x.size(2) // self.snippet_length
+        x = (x - self.mean) / self.std
+        f0 = self.backbone(self.split_snippets(x))
+        v, a = self.sta(f0)
+        return EncoderOutput(v.reshape(b, t, *v.shape[1:]), a.reshape(b, t, *a.shape[1:]))
+
+
+class RelationLearner(nn.Module):
+    """Masked relation learner: learnable edges ``E [N, N]`` (Gaussian init), masking, a relation
+    cell over the snippets, and the graph classifier (flatten N*C' -> MLP -> one logit).
+
+    Args:
+        in_dim (int): C. heads (int): N. cell (nn.Module): see :func:`graph_models.gconv_gru.build_cell`.
+        adjacency_mode: ``'raw'`` (paper) / ``'normalized'`` (authors' code) for the dense cells.
+        mask_strategy, mask_rate: Eq. 6 / 7 (``'none'`` off). mask_in_inference: keep masking in
+            eval mode (RQ2 ablation). mlp_hidden, dropout: the classifier.
+
+    ``forward(vertices [B, T, N, C]) -> logits [B]``. A new random mask is drawn at every call.
+    """
+
+    def __init__(self, in_dim: int, heads: int, cell: nn.Module, adjacency_mode: str = "raw",
+                 mask_strategy: str = "minimal", mask_rate: float = 0.5, mask_in_inference: bool = False,
+                 mlp_hidden: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.in_dim, self.heads, self.cell = in_dim, heads, cell
+        self.adjacency_mode = adjacency_mode
+        self.mask_strategy, self.mask_rate, self.mask_in_inference = mask_strategy, mask_rate, mask_in_inference
+        self.edges = nn.Parameter(torch.empty(heads, heads))
+        feat = heads * cell.out_channels
+        self.classifier = nn.Sequential(nn.Linear(feat, mlp_hidden), nn.ReLU(inplace=True),
+                                        nn.Dropout(dropout), nn.Linear(mlp_hidden, 1))
+        self.reset_edges()
+
+    def reset_edges(self) -> None:
+        """``E ~ N(0, 1)`` (Sec. III-C: a Gaussian random matrix)."""
+        nn.init.normal_(self.edges)
+
+    @property
+    def dense_cell(self) -> bool:
+        return not hasattr(self.cell, "kind")
+
+    def masked_edges(self) -> Tensor:
+        """Eq. 1: ``eta * E`` in training mode (or always with ``mask_in_inference``), else ``E``."""
+        if self.training or self.mask_in_inference:
+            return mask_edges(self.edges, self.mask_rate, self.mask_strategy)
+        return self.edges
+
+    def relation_features(self, vertices: Tensor) -> Tensor:
+        """The last hidden graph ``H^T [B, N, C']`` (before flattening)."""
+        e = self.masked_edges()
+        adj = adjacency(e, self.adjacency_mode) if self.dense_cell else e
+        return self.cell(vertices, adj)
+
+    def forward(self, vertices: Tensor) -> Tensor:
+        if vertices.dim() != 4 or vertices.size(2) != self.heads or vertices.size(3) != self.in_dim:
+            raise ValueError(f"expected vertices [B, T, {self.heads}, {self.in_dim}], got {tuple(vertices.shape)}")
+        return self.classifier(self.relation_features(vertices).flatten(1)).squeeze(-1)
+
+    def extra_repr(self) -> str:
+        return (f"heads={self.heads}, adjacency={self.adjacency_mode!r}, mask={self.mask_strategy!r}@"
+                f"{self.mask_rate}, mask_in_inference={self.mask_in_inference}")
+
+
+class MRLModel(nn.Module):
+    """``forward(x [B, 3, F, H, W]) -> (logits [B], EncoderOutput)``."""
+
+    def __init__(self, encoder: Encoder, relation: RelationLearner) -> None:
+        super().__init__()
+        self.encoder, self.relation = encoder, relation
+
+    def forward(self, x: Tensor) -> tuple[Tensor, EncoderOutput]:
+        enc = self.encoder(x)
+        return self.relation(enc.vertices), enc
+
+
+def build_encoder(encoder, clip) -> Encoder:
+    """``Encoder`` from ``EncoderParams`` (backbone, pretrained, width, heads, sta, attention,
+    pooling) and ``ClipParams`` (snippet_length = D)."""
+    backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width)
+    sta = STA(backbone.out_channels, encoder.heads, attention=encoder.attention,
+              pooling=encoder.pooling, enabled=encoder.sta)
+    return Encoder(backbone, sta, clip.snippet_length)
+
+
+def build_relation(in_dim: int, heads: int, relation, mask) -> RelationLearner:
+    """``RelationLearner`` from ``RelationParams`` (cell, hidden, layers, adjacency, cheb_k,
+    mlp_hidden, dropout) and ``MaskParams`` (strategy, rate, in_inference)."""
+    cell = build_cell(relation.cell, in_dim, relation.hidden, relation.layers, relation.cheb_k)
+    return RelationLearner(in_dim, heads, cell, relation.adjacency, mask.strategy, mask.rate,
+                           mask.in_inference, relation.mlp_hidden, relation.dropout)
+
+
+def build_model(params) -> MRLModel:
+    """The jointly trained model from ``pipeline.params.Params``: ``params.encoder``,
+    ``params.clip``, ``params.train_encoder.relation`` and ``params.train_encoder.mask``."""
+    enc = build_encoder(params.encoder, params.clip)
+    rel = build_relation(enc.out_dim, params.encoder.heads, params.train_encoder.relation,
+                         params.train_encoder.mask)
+    return MRLModel(enc, rel)
