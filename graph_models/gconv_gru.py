@@ -13,7 +13,8 @@ layer, to the last hidden graph ``[B, N, C']`` (``cell.out_channels`` = C').
 - :class:`TemporalCell` (``'gconv_gru'``, ``'tgcn'``): torch-geometric-temporal's GConvGRU
   (Chebyshev, K = ``cheb_k``) or TGCN, fed the COMPLETE graph: ``edge_index`` of all N x N
   ordered pairs INCLUDING self loops, ``edge_weight = |E|`` gathered at those pairs (not
-  ``dense_to_sparse``: a masked zero stays an edge of weight 0). Their symmetric normalisation
+  ``dense_to_sparse``: a masked zero stays an edge of weight 0). Edge ``j -> i`` carries
+  ``E[i, j]``, so message passing aggregates ``sum_j E_ij x_j = (E X)_i`` as in Eq. 8. Their symmetric normalisation
   takes ``deg^-1/2``, which is NaN for a negative degree; a Gaussian ``E`` has negative row sums,
   hence the absolute value (masking itself still acts on the signed ``E``). ChebConv drops the
   self loops; GCNConv keeps their weights (``add_remaining_self_loops``). B graphs are batched as
@@ -189,10 +190,10 @@ def tgt_available() -> bool:
 
 
 def complete_graph(n: int, self_loops: bool = True, device=None) -> Tensor:
-    """``edge_index [2, n*n]`` (or ``n*(n-1)`` without self loops) of all ordered pairs, row-major:
-    edge ``k = i*n + j`` is ``(source i, target j)`` and carries ``E[i, j]``."""
+    """``edge_index [2, n*n]`` (``n*(n-1)`` without self loops) of all ordered pairs, row 0 the
+    source j, row 1 the target i; edge ``k = i*n + j`` (with self loops) is ``j -> i`` and carries ``E[i, j]``."""
     idx = torch.arange(n, device=device)
-    src, dst = idx.repeat_interleave(n), idx.repeat(n)
+    dst, src = idx.repeat_interleave(n), idx.repeat(n)
     if not self_loops:
         keep = src != dst
         src, dst = src[keep], dst[keep]
@@ -202,11 +203,11 @@ def complete_graph(n: int, self_loops: bool = True, device=None) -> Tensor:
 def batch_complete_graph(edges: Tensor, batch: int, self_loops: bool = True) -> tuple[Tensor, Tensor]:
     """B copies of the complete graph over ``edges [N, N]`` as one disconnected graph.
 
-    Returns ``edge_index [2, B*E]`` (node ids offset by N per graph) and ``edge_weight [B*E]``
-    gathered from ``edges`` (differentiable w.r.t. ``edges``)."""
+    Returns ``edge_index [2, B*M]`` (node ids offset by N per graph) and ``edge_weight [B*M]``,
+    ``edge_weight[k] = edges[target_k, source_k]`` gathered (differentiable w.r.t. ``edges``)."""
     n = edges.size(0)
     ei = complete_graph(n, self_loops, edges.device)
-    w = edges[ei[0], ei[1]]
+    w = edges[ei[1], ei[0]]
     offs = (torch.arange(batch, device=edges.device) * n).repeat_interleave(ei.size(1))
     return ei.repeat(1, batch) + offs, w.repeat(batch)
 

@@ -1,0 +1,203 @@
+"""The assembled model (graph_models/mrl.py, backbones.py): shapes, normalisation, snippet split,
+weights loading, every ablation switch of Tables IV/V and Fig. 5-7, determinism, paper size."""
+import time
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import graph_models.backbones as backbones
+from graph_models import (Encoder, EncoderOutput, MRLModel, build_encoder, build_model, build_relation,
+                          mrl_loss)
+from graph_models.gconv_gru import tgt_available
+from graph_models.sta import STA
+from pipeline.params import parse_params
+
+torch.set_num_threads(1)
+
+
+def small_params(**over):
+    raw = {"encoder": {"backbone": "small3d", "width": 4, "heads": 3, "pretrained": None},
+           "clip": {"frames": 8, "snippet_length": 4},
+           "train_encoder": {"relation": {"hidden": 5, "mlp_hidden": 7}}}
+    for key, value in over.items():
+        node = raw
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return parse_params(raw)
+
+
+def run_once(params, size=32, batch=2):
+    model = build_model(params)
+    frames = params.clip.frames
+    logits, enc = model(torch.rand(batch, 3, frames, size, size))
+    t = params.clip.frames // params.clip.snippet_length
+    assert logits.shape == (batch,)
+    assert enc.vertices.shape[:3] == (batch, t, params.encoder.heads)
+    assert enc.attention.shape[:3] == (batch, t, params.encoder.heads)
+    te = params.train_encoder
+    loss = mrl_loss(logits, torch.tensor([0, 1][:batch]), enc, te.lambda_od, te.lambda_tc, te.od_variant,
+                    te.tc_variant)
+    loss["total"].backward()
+    assert torch.isfinite(loss["total"])
+    return model, logits, enc
+
+
+def test_default_small_model_and_gradients():
+    model, _, enc = run_once(small_params())
+    assert isinstance(enc, EncoderOutput) and enc.vertices.shape == (2, 2, 3, 16)
+    assert model.encoder.out_dim == 16 and model.encoder.feature_layer is model.encoder.backbone.layer2
+    assert model.relation.edges.grad is not None and model.relation.edges.grad.abs().sum() > 0
+    assert all(p.grad is not None for n, p in model.named_parameters()), "some parameter got no gradient"
+
+
+ABLATIONS = {
+    "sta_off (Table V graph only)": {"encoder.sta": False},
+    "graph_off (Table V STA only)": {"train_encoder.relation.cell": "none"},
+    "baseline (Table V, no STA no graph)": {"encoder.sta": False, "train_encoder.relation.cell": "none",
+                                            "train_encoder.mask.strategy": "none"},
+    "mask_none": {"train_encoder.mask.strategy": "none"},
+    "mask_random_0.6 (Fig. 5)": {"train_encoder.mask.strategy": "random", "train_encoder.mask.rate": 0.6},
+    "mask_minimal_1.0 (Fig. 5)": {"train_encoder.mask.rate": 1.0},
+    "mask_in_inference (RQ2)": {"train_encoder.mask.in_inference": True},
+    "max_pooling": {"encoder.pooling": "max"},
+    "wo_L_od": {"train_encoder.lambda_od": 0.0},
+    "wo_L_tc": {"train_encoder.lambda_tc": 0.0},
+    "authors_losses": {"train_encoder.od_variant": "cosine", "train_encoder.tc_variant": "l1"},
+    "heads_4 (Fig. 6)": {"encoder.heads": 4},
+    "snippet_2 (Fig. 7, frames fixed)": {"clip.snippet_length": 2},
+    "snippet_8 (Fig. 7, T=1)": {"clip.snippet_length": 8},
+    "spatial_attention": {"encoder.attention": "spatial"},
+    "normalized_adjacency": {"train_encoder.relation.adjacency": "normalized"},
+    "two_layers": {"train_encoder.relation.layers": 2},
+    "image_based (RQ3)": {"encoder.backbone": "resnet18_2d", "encoder.attention": "spatial",
+                          "train_encoder.relation.cell": "gcn", "clip.snippet_length": 1},
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_every_ablation_builds_and_runs(name):
+    run_once(small_params(**ABLATIONS[name]))
+
+
+@pytest.mark.skipif(not tgt_available(), reason="torch_geometric_temporal is not importable")
+@pytest.mark.parametrize("cell", ["gconv_gru", "tgcn"])
+def test_tgt_cells_in_model(cell):
+    model, _, _ = run_once(small_params(**{"train_encoder.relation.cell": cell}))
+    assert model.relation.edges.grad.abs().sum() > 0
+
+
+def test_masking_only_in_training_unless_in_inference():
+    p = small_params(**{"train_encoder.mask.rate": 0.5})
+    rel = build_model(p).relation
+    e = rel.edges.detach()
+    q = e.min() + (e.max() - e.min()) * 0.5
+    assert torch.equal(rel.train().masked_edges(), e * (e >= q))
+    assert torch.equal(rel.eval().masked_edges(), e)
+    p2 = small_params(**{"train_encoder.mask.in_inference": True})
+    rel2 = build_model(p2).relation.eval()
+    assert (rel2.masked_edges() == 0).sum() > 0
+
+
+def test_random_mask_redrawn_each_call():
+    p = small_params(**{"train_encoder.mask.strategy": "random", "train_encoder.mask.rate": 0.5,
+                        "train_encoder.relation.dropout": 0.0})
+    rel = build_model(p).relation.train()
+    v = torch.randn(2, 2, 3, 16)
+    assert not torch.equal(rel(v), rel(v))
+    rel.eval()
+    assert torch.equal(rel(v), rel(v))
+
+
+def test_build_model_reads_train_encoder_sections():
+    p = small_params(**{"train_encoder.mask.strategy": "random", "train_encoder.mask.rate": 0.3,
+                        "train_encoder.relation.hidden": 6})
+    m = build_model(p)
+    assert (m.relation.mask_strategy, m.relation.mask_rate) == ("random", 0.3)
+    assert m.relation.cell.out_channels == 6 and m.relation.heads == 3
+    rel = build_relation(16, 3, p.relation, p.mask)                    # the relation stage's own sections
+    assert rel(torch.randn(2, 4, 3, 16)).shape == (2,)
+
+
+def test_determinism_same_seed_same_output():
+    p = small_params(**{"train_encoder.mask.strategy": "random"})
+    x = torch.rand(2, 3, 8, 32, 32)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        m = build_model(p)
+        logits, enc = m(x)
+        outs.append((logits.detach(), enc.vertices.detach()))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+class _Identity3d(nn.Module):
+    """A 'backbone' that returns its (normalised) input, to test normalisation and snippet split."""
+    out_channels, mean, std = 3, (0.5, 0.25, 0.0), (0.5, 0.5, 1.0)
+    feature_layer = None
+
+    def forward(self, x):
+        return x
+
+
+def test_encoder_normalises_inside_and_splits_consecutive_frames():
+    enc = Encoder(_Identity3d(), STA(3, 2, enabled=False), snippet_length=2)
+    x = torch.rand(1, 3, 6, 2, 2)
+    out = enc(x)
+    norm = (x - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1, 1)) / torch.tensor([0.5, 0.5, 1.0]).view(1, 3, 1, 1, 1)
+    for t in range(3):
+        ref = torch.nn.functional.normalize(norm[0, :, 2 * t:2 * t + 2].sum((1, 2, 3)), dim=0)
+        assert torch.allclose(out.vertices[0, t, 0], ref, atol=1e-6)
+        assert torch.allclose(out.vertices[0, t, 1], ref, atol=1e-6)
+    with pytest.raises(ValueError):
+        enc(torch.rand(1, 3, 5, 2, 2))                                 # 5 frames, D = 2
+
+
+def test_backbone_shapes():
+    assert backbones.Small3DBackbone(4)(torch.rand(1, 3, 8, 64, 64)).shape == (1, 16, 4, 8, 8)
+    mc3 = backbones.MC3Backbone(pretrained=None)
+    assert mc3(torch.rand(1, 3, 4, 32, 32)).shape == (1, 512, 4, 2, 2)
+    assert not any(isinstance(m, (nn.Linear, nn.AdaptiveAvgPool3d)) for m in mc3.modules())
+    r2d = backbones.ResNet2DBackbone(pretrained=None)
+    assert r2d(torch.rand(1, 3, 3, 64, 64)).shape == (1, 512, 3, 2, 2)
+
+
+def test_pretrained_auto_loads_from_hub_cache_or_warns_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(backbones, "_WARNED", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backbones.MC3Backbone("auto")
+        backbones.MC3Backbone("auto")
+    msgs = [str(w.message) for w in caught if "RANDOM WEIGHTS" in str(w.message)]
+    assert len(msgs) == 1 and "mc3_18" in msgs[0]
+
+    from torchvision.models.video import mc3_18
+    torch.manual_seed(7)
+    ref = mc3_18(weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(ref.state_dict(), tmp_path / "checkpoints" / "mc3_18-a90a0ba3.pth")
+    loaded = backbones.MC3Backbone("auto")
+    assert torch.equal(loaded.layer4[1].conv2[0].weight, ref.layer4[1].conv2[0].weight)
+    by_path = backbones.MC3Backbone(str(tmp_path / "checkpoints" / "mc3_18-a90a0ba3.pth"))
+    assert torch.equal(by_path.stem[0].weight, ref.stem[0].weight)
+    with pytest.raises(FileNotFoundError):
+        backbones.MC3Backbone(str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.slow
+def test_paper_size_forward_backward():
+    """mc3_18, 112 px, T = 5 snippets of D = 20 frames, N = 12, batch 1 (slow on CPU)."""
+    p = parse_params({"encoder": {"backbone": "mc3_18", "pretrained": None, "heads": 12},
+                      "clip": {"frames": 100, "snippet_length": 20}})
+    torch.manual_seed(0)
+    model = build_model(p)
+    t0 = time.time()
+    logits, enc = model(torch.rand(1, 3, 100, 112, 112))
+    assert enc.vertices.shape == (1, 5, 12, 512) and enc.attention.shape == (1, 5, 12, 7, 7)
+    mrl_loss(logits, torch.tensor([1]), enc)["total"].backward()
+    assert model.relation.edges.grad is not None
+    print(f"paper-size forward+backward: {time.time() - t0:.1f} s")

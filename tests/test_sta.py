@@ -1,0 +1,102 @@
+"""Eq. 3 and the STA module (graph_models/sta.py) against hand-made references."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from graph_models.sta import (STA, attention_features, normalized_average_pooling,
+                              normalized_max_pooling, vertices_from_attention)
+
+torch.set_num_threads(1)
+
+# F_0: B=1, C=2, d=1, h=w=2;  F_A: N=2 maps of 2x2
+F0 = torch.tensor([[[[[1.0, 2.0], [3.0, 4.0]]],
+                    [[[0.0, 1.0], [0.0, -1.0]]]]])
+FA = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]],
+                    [[0.0, 1.0], [1.0, 1.0]]]])
+
+
+def test_eq3_average_pooling_by_hand():
+    # head 0 keeps position (0,0): sum = (1, 0) -> (1, 0)
+    # head 1 keeps (0,1),(1,0),(1,1): sum = (2+3+4, 1+0-1) = (9, 0) -> (1, 0)
+    # make head 1 non-trivial with a weighted map
+    fa = FA.clone()
+    fa[0, 1, 1, 1] = 0.0                               # head 1: sum = (2+3, 1+0) = (5, 1)
+    expected = torch.tensor([[[1.0, 0.0], [5 / math.sqrt(26), 1 / math.sqrt(26)]]])
+    assert torch.allclose(vertices_from_attention(F0, fa, "avg"), expected)
+    assert torch.allclose(normalized_average_pooling(attention_features(F0, fa)), expected)
+
+
+def test_eq3_loops_reference_random():
+    g = torch.Generator().manual_seed(0)
+    f0 = torch.randn(2, 3, 2, 3, 3, generator=g)
+    fa = torch.rand(2, 4, 3, 3, generator=g)
+    ref = torch.empty(2, 4, 3)
+    for b in range(2):
+        for n in range(4):
+            s = torch.zeros(3)
+            for t in range(2):
+                for i in range(3):
+                    for j in range(3):
+                        s += f0[b, :, t, i, j] * fa[b, n, i, j]   # F = F_0 ⊙ F_A, summed over positions
+            ref[b, n] = s / s.norm()
+    assert torch.allclose(vertices_from_attention(f0, fa, "avg"), ref, atol=1e-6)
+    assert torch.allclose(vertices_from_attention(f0, fa, "avg").norm(dim=-1), torch.ones(2, 4))
+
+
+def test_max_pooling_by_hand():
+    # head 0: max over positions of F_0*A: channel 0 max(1,0,0,0)=1, channel 1 max(0,0,0,0)=0
+    # head 1: channel 0 max(0,2,3,4)=4, channel 1 max(0,1,0,-1)=1
+    expected = torch.tensor([[[1.0, 0.0], [4 / math.sqrt(17), 1 / math.sqrt(17)]]])
+    assert torch.allclose(vertices_from_attention(F0, FA, "max"), expected)
+    assert torch.allclose(normalized_max_pooling(attention_features(F0, FA)), expected)
+
+
+def test_attention_features_shape_and_broadcast():
+    f = attention_features(torch.ones(1, 5, 3, 2, 2), torch.rand(1, 4, 2, 2))
+    assert f.shape == (1, 4, 5, 3, 2, 2)
+
+
+@pytest.mark.parametrize("attention", ["spatiotemporal", "spatial"])
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_sta_shapes(attention, pooling):
+    sta = STA(8, heads=3, attention=attention, pooling=pooling)
+    v, a = sta(torch.randn(2, 8, 4, 5, 5))
+    assert v.shape == (2, 3, 8) and a.shape == (2, 3, 5, 5)
+    assert (a >= 0).all()                                              # ReLU maps
+    assert torch.allclose(v.norm(dim=-1), torch.ones(2, 3), atol=1e-5)
+    convs = {type(m) for m in sta.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))}
+    assert convs == ({nn.Conv3d} if attention == "spatiotemporal" else {nn.Conv2d})
+    v.sum().backward()
+
+
+def test_sta_blocks_are_paper_blocks():
+    sta = STA(8, heads=3)
+    kinds = [type(m) for m in sta.blocks.modules() if not isinstance(m, nn.Sequential)]
+    assert kinds == [nn.Conv3d, nn.BatchNorm3d, nn.ReLU] * 2
+    assert all(m.kernel_size == (3, 3, 3) for m in sta.blocks.modules() if isinstance(m, nn.Conv3d))
+
+
+def test_spatial_attention_averages_per_frame_maps():
+    sta = STA(4, heads=2, attention="spatial").eval()
+    f0 = torch.randn(1, 4, 3, 5, 5)
+    per_frame = torch.stack([sta.blocks(f0[:, :, t]) for t in range(3)], 1).mean(1)
+    assert torch.allclose(sta.attention_maps(f0), per_frame, atol=1e-6)
+
+
+def test_sta_off_gives_maps_of_ones():
+    sta = STA(4, heads=3, enabled=False)
+    f0 = torch.randn(2, 4, 2, 3, 3)
+    v, a = sta(f0)
+    assert torch.equal(a, torch.ones(2, 3, 3, 3))
+    ref = torch.nn.functional.normalize(f0.flatten(2).sum(-1), dim=-1)
+    assert torch.allclose(v, ref.unsqueeze(1).expand(-1, 3, -1), atol=1e-6)
+    assert sum(p.numel() for p in sta.parameters()) == 0
+
+
+def test_bad_options():
+    with pytest.raises(ValueError):
+        STA(4, 2, attention="temporal")
+    with pytest.raises(ValueError):
+        STA(4, 2, pooling="median")
