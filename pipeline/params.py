@@ -137,6 +137,7 @@ class CropParams(_Section):
     max_gap: int = Field(5, ge=0, le=1000, description="frames without a detection bridged by interpolation")
     smooth: int = Field(5, ge=1, le=101, description="temporal box smoothing window, frames (odd)")
     compression: int = Field(4, ge=0, le=9, description="gzip level of the crop HDF5 files")
+    max_frames: Optional[int] = Field(None, ge=1, description="read at most this many frames per video (null: all)")
 
 
 # --------------------------------------------------------------------------- model
