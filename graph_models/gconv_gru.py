@@ -11,7 +11,8 @@ layer, to the last hidden graph ``[B, N, C']`` (``cell.out_channels`` = C').
   no GRU, then the mean over snippets.
 - :class:`NoGraph` (``'none'``, Table V without graph): the vertices averaged over snippets.
 - :class:`TemporalCell` (``'gconv_gru'``, ``'tgcn'``): torch-geometric-temporal's GConvGRU
-  (Chebyshev, K = ``cheb_k``) or TGCN, fed the COMPLETE graph: ``edge_index`` of all N x N
+  (Chebyshev, K = ``cheb_k``, sym. normalisation,
+  lambda_max = 2) or TGCN, fed the COMPLETE graph: ``edge_index`` of all N x N
   ordered pairs INCLUDING self loops, ``edge_weight = |E|`` gathered at those pairs (not
   ``dense_to_sparse``: a masked zero stays an edge of weight 0). Edge ``j -> i`` carries
   ``E[i, j]``, so message passing aggregates ``sum_j E_ij x_j = (E X)_i`` as in Eq. 8. Their symmetric normalisation
@@ -249,10 +250,8 @@ class TemporalCell(nn.Module):
             h = seq[0].new_zeros(b * n, self.out_channels)
             out = []
             for x in seq:
-                if self.kind == "gconv_gru":
-                    h = cell(x, edge_index, edge_weight, h, lambda_max=2.0)
-                else:
-                    h = cell(x, edge_index, edge_weight, h)
+                # GConvGRU: ChebConv's default lambda_max = 2 * max(L) = 2 for weights >= 0
+                h = cell(x, edge_index, edge_weight, h)
                 out.append(h)
             seq = out
         return seq[-1].reshape(b, n, self.out_channels)

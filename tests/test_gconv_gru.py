@@ -180,3 +180,23 @@ def test_tgt_cells_forward_backward_reach_E(kind):
 def test_gconv_gru_rejects_k1():
     with pytest.raises(ValueError):
         build_cell("gconv_gru", 3, 4, cheb_k=1)
+
+
+def test_cheb_conv_k2_on_complete_graph_is_dense_scaled_laplacian():
+    """The building block of the tgt comparison, checkable without torch-geometric-temporal:
+    PyG ChebConv (K=2, sym) on ``batch_complete_graph`` = ``X W_0 - D^-1/2 A D^-1/2 X W_1 + b``."""
+    from torch_geometric.nn import ChebConv
+    torch.manual_seed(8)
+    n, b = 5, 3
+    a = torch.rand(n, n)
+    a = (a + a.T) / 2
+    a.fill_diagonal_(0.7)                                              # self loops are dropped by ChebConv
+    conv = ChebConv(4, 2, K=2)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(b, n, 4)
+    ei, w = batch_complete_graph(a, b)
+    out = conv(x.reshape(b * n, 4), ei, w).reshape(b, n, 2)
+    off = a - torch.diag(torch.diagonal(a))
+    d = off.sum(1).pow(-0.5)
+    ref = x @ conv.lins[0].weight.T - (d[:, None] * off * d[None, :]) @ x @ conv.lins[1].weight.T + conv.bias
+    assert torch.allclose(out, ref, atol=1e-5)
