@@ -61,7 +61,12 @@ class DemoParams(_Section):
     fps: int = Field(25, ge=1, le=120)
     crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor")
     methods: list[str] = Field(
-        default_factory=lambda: ["faceswap", "sbi", "mouth_reenact", "flicker_swap"])
+        default_factory=lambda: ["faceswap", "sbi", "mouth_reenact", "flicker_swap"],
+        min_length=1, description="manipulation families (pipeline.demo.manipulations.METHODS)")
+    sources: Optional[list[str]] = Field(
+        None, description="source media names (pipeline.demo.sources.SOURCES); default: every usable one")
+    val_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in val (identity-disjoint)")
+    test_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in test (identity-disjoint)")
 
     @model_validator(mode="after")
     def _even(self) -> "DemoParams":
