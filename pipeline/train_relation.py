@@ -43,7 +43,7 @@ def load_split(path: Path, split: str, expect_sha: str | None = None):
     if len(ds) == 0:
         return None, None, ds.keys
     xs, ys = zip(*[(ds[i][0], ds[i][1]) for i in range(len(ds))])
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.float32), ds.keys.reset_index(drop=True)
+    return torch.stack(xs), torch.stack([torch.as_tensor(y, dtype=torch.float32) for y in ys]), ds.keys.reset_index(drop=True)
 
 
 @torch.no_grad()

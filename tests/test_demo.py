@@ -15,7 +15,7 @@ from pipeline.demo import sources  # noqa: E402
 from pipeline.demo.generate import SPLIT_COLUMNS, generate_demo  # noqa: E402
 from pipeline.params import DemoParams  # noqa: E402
 
-TINY_SOURCES = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "astronaut.png",
+TINY_SOURCES = ["single_face.jpg", "single_face.mp4", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "astronaut.png",
                 "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "carphone_pristine.mp4"]
 FRAMES, SIZE = 12, 96
 
@@ -71,6 +71,9 @@ def test_layout_and_decoding(demo):
         assert v.shape == (FRAMES, SIZE, SIZE, 3), p
     for p in csv[csv.path.str.startswith("fake/")].path:
         assert len(Path(p).parts) == 3  # fake/<method>/<id>.mp4
+    # one file per row: sources with the same stem (single_face.mp4 / .jpg) must not overwrite each other
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4"))
+    assert on_disk == sorted(csv.path)
 
 
 def test_splits_identity_disjoint_and_balanced(demo):

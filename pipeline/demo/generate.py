@@ -126,11 +126,14 @@ def write_video(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
 def _real_clips(params, seed: int, names: list[str], cache, progress: Callable[[str], None]) -> list[RealClip]:
     out: list[RealClip] = []
     n, size, fps = params.frames, params.size, params.fps
+    stems = [_safe(x) for x in names]
     for name in names:
         src = _sources.SOURCES[name]
         path = _sources.fetch(name, cache)
         ident = IDENTITY_OVERRIDES.get(name, src.identity)
         sid = _safe(name)
+        if stems.count(sid) > 1:  # single_face.mp4 and single_face.jpg must not share clip ids
+            sid = f"{sid}_{name.rsplit('.', 1)[-1].lower()}"
         progress(name)
         if src.kind == "video":
             track = load_video(path, size)
@@ -254,6 +257,9 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
                 rows.append(dict(path=p.as_posix(), split=split, identity=tgt.identity,
                                  source_id=donor.clip_id if donor else tgt.clip_id, mask_path=mp.as_posix()))
         df = pd.DataFrame(rows, columns=SPLIT_COLUMNS).sort_values("path").reset_index(drop=True)
+        dup = df["path"][df["path"].duplicated()].tolist()
+        if dup:  # two clips written to one file would silently overwrite each other
+            raise RuntimeError(f"demo generator: output paths written twice: {dup[:5]}")
         csv = df.to_csv(index=False, lineterminator="\n")
         df["label"] = df.path.str.startswith("fake/").astype(int)
         df["method"] = [p.split("/")[1] if p.startswith("fake/") else "real" for p in df.path]
