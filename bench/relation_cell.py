@@ -70,11 +70,13 @@ def main(argv=None) -> int:
     adj = torch.rand(n, n)
     adj = (adj + adj.T) / 2
     adj.fill_diagonal_(0.0)
-    d = adj.sum(1).pow(-0.5)
-    lap = -(d[:, None] * adj * d[None, :])                      # GConvGRU's scaled Laplacian, lambda_max = 2
     v = torch.randn(a.batch, a.steps, n, a.in_dim, device=dev)
     dense = DenseGConvGRU(a.in_dim, a.hidden).to(dev)
     tgt = TemporalCell("gconv_gru", a.in_dim, a.hidden, cheb_k=2).to(dev)
+    w = adj + tgt.weight_floor                                  # the weights tgt sees, self loops dropped
+    w.fill_diagonal_(0.0)
+    d = w.sum(1).pow(-0.5)
+    lap = -(d[:, None] * w * d[None, :])                        # GConvGRU's scaled Laplacian, lambda_max = 2
 
     reduce_to_same(tgt, dense)
     with torch.no_grad():

@@ -17,7 +17,9 @@ layer, to the last hidden graph ``[B, N, C']`` (``cell.out_channels`` = C').
   ``dense_to_sparse``: a masked zero stays an edge of weight 0). Edge ``j -> i`` carries
   ``E[i, j]``, so message passing aggregates ``sum_j E_ij x_j = (E X)_i`` as in Eq. 8. Their symmetric normalisation
   takes ``deg^-1/2``, which is NaN for a negative degree; a Gaussian ``E`` has negative row sums,
-  hence the absolute value (masking itself still acts on the signed ``E``). ChebConv drops the
+  hence the absolute value (masking itself still acts on the signed ``E``), plus a floor of 1e-6:
+  a vertex whose edges are all masked has degree 0, and ``d deg^-1/2 / d deg`` is infinite there,
+  which made the backward pass NaN (the forward pass masks the inf, the gradient does not). ChebConv drops the
   self loops; GCNConv keeps their weights (``add_remaining_self_loops``). B graphs are batched as
   one disconnected graph of B*N nodes. torch_geometric_temporal is imported only here, lazily.
 
@@ -235,6 +237,7 @@ class TemporalCell(nn.Module):
         if kind == "gconv_gru" and cheb_k < 2:
             raise ValueError("relation.cheb_k must be >= 2 for gconv_gru: with K = 1 the graph is ignored")
         self.kind, self.out_channels = kind, out_channels
+        self.weight_floor = 1e-6
         cells = []
         for i in range(layers):
             cin = in_channels if i == 0 else out_channels
@@ -244,7 +247,7 @@ class TemporalCell(nn.Module):
 
     def forward(self, vertices: Tensor, edges: Tensor) -> Tensor:
         b, t, n, _ = vertices.shape
-        edge_index, edge_weight = batch_complete_graph(edges.abs(), b, self_loops=True)
+        edge_index, edge_weight = batch_complete_graph(edges.abs() + self.weight_floor, b, self_loops=True)
         seq = [x.reshape(b * n, -1) for x in vertices.unbind(1)]
         for cell in self.cells:
             h = seq[0].new_zeros(b * n, self.out_channels)
