@@ -18,4 +18,6 @@ if ! "$VENV/bin/python" -c "import torch_scatter, torch_sparse" 2>/dev/null; the
   FORCE_ONLY_CPU=1 MAX_JOBS=${MAX_JOBS:-2} $PIP install --no-build-isolation "torch-scatter==2.1.2" "torch-sparse==0.6.18"
 fi
 $PIP install -q -e ".[dev]"
+# dvc plots show: a page with vega inlined, so plots render offline (falls back to a CDN page without npm)
+"$VENV/bin/python" scripts/build_plots_template.py
 "$VENV/bin/python" -c "import torch, torch_geometric_temporal, facenet_pytorch, av, h5py, mlflow, dvc; print('install: ok, torch', torch.__version__)"
