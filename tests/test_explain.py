@@ -1,0 +1,126 @@
+"""Grad-CAM heatmaps and the localisation metrics (pipeline/explain.py)."""
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.explain import (energy_ratio, gradcam_windows, localisation_metrics, localisation_scores, overlay,
+                              pointing_game, snippet_masks)
+
+
+def _tiny_model(frames=8, D=4, seed=0):
+    from graph_models import MRLModel, build_encoder, build_relation
+    from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
+
+    torch.manual_seed(seed)
+    enc = build_encoder(EncoderParams(backbone="small3d", width=4, heads=4, pretrained=None),
+                        ClipParams(frames=frames, snippet_length=D))
+    rel = build_relation(enc.out_dim, 4, RelationParams(hidden=8, mlp_hidden=8), MaskParams())
+    return MRLModel(enc, rel).eval()
+
+
+# --------------------------------------------------------------------------- metrics by hand
+def _mask(S=8, box=(2, 5, 2, 5), value=255):
+    m = np.zeros((S, S), np.uint8)
+    m[box[0]:box[1], box[2]:box[3]] = value
+    return m
+
+
+def test_pointing_game_inside_outside_flat_and_mixed():
+    m = _mask()
+    inside = np.zeros((8, 8))
+    inside[3, 3] = 1.0
+    outside = np.zeros((8, 8))
+    outside[7, 0] = 1.0
+    assert pointing_game(inside, m) == 1.0
+    assert pointing_game(outside, m) == 0.0
+    assert pointing_game(np.zeros((8, 8)), m) == 0.0            # flat map points nowhere
+    assert pointing_game(np.full((8, 8), 0.3), m) == 0.0
+    both = np.stack([inside, outside])
+    assert pointing_game(both, np.stack([m, m])) == 0.5
+    # a snippet without manipulated pixels does not count
+    assert pointing_game(both, np.stack([m, np.zeros_like(m)])) == 1.0
+    assert math.isnan(pointing_game(both, np.zeros((2, 8, 8), np.uint8)))
+
+
+def test_mask_threshold_is_strictly_above_127_and_bool_masks_work():
+    heat = np.zeros((8, 8))
+    heat[3, 3] = 1.0
+    assert math.isnan(pointing_game(heat, _mask(value=127)))      # 127 is not manipulated
+    assert pointing_game(heat, _mask(value=128)) == 1.0
+    assert pointing_game(heat, _mask(value=1) > 0) == 1.0         # bool mask used as it is
+    assert pointing_game(heat, _mask(value=1), threshold=0) == 1.0
+
+
+def test_energy_ratio_by_hand():
+    m = _mask(box=(0, 2, 0, 2))                                   # 4 of 64 pixels
+    heat = np.zeros((8, 8))
+    heat[0, 0], heat[1, 1], heat[7, 7] = 2.0, 1.0, 1.0            # 3 of 4 units inside
+    assert energy_ratio(heat, m) == pytest.approx(0.75)
+    uniform = np.ones((8, 8))
+    assert energy_ratio(uniform, m) == pytest.approx(4 / 64)      # chance level = mask area
+    s = localisation_scores(np.stack([heat, uniform]), np.stack([m, m]))
+    assert s["energy_inside"] == pytest.approx((0.75 + 4 / 64) / 2)
+    assert s["mask_area"] == pytest.approx(4 / 64) and s["snippets"] == 2
+    assert s["pointing_game"] == 0.5                              # uniform map is flat: a miss
+    assert math.isnan(energy_ratio(np.zeros((8, 8)), m))          # no energy at all: not counted
+
+
+def test_snippet_masks_union_and_per_frame_masks_are_reduced():
+    m = np.zeros((4, 8, 8), np.uint8)                             # F = 4 frames, T = 2 snippets
+    m[0, 0, 0] = 255
+    m[3, 7, 7] = 255
+    s = snippet_masks(m, 2)
+    assert s.shape == (2, 8, 8) and s.dtype == bool
+    assert s[0, 0, 0] and not s[0, 7, 7] and s[1, 7, 7] and not s[1, 0, 0]
+    heat = np.zeros((2, 8, 8))
+    heat[0, 0, 0] = heat[1, 7, 7] = 1.0
+    assert pointing_game(heat, m) == 1.0                          # [T,S,S] heat vs [F,S,S] masks
+    with pytest.raises(ValueError):
+        snippet_masks(np.zeros((3, 8, 8)), 2)
+
+
+# --------------------------------------------------------------------------- Grad-CAM
+def test_gradcam_shapes_range_and_overlay():
+    model = _tiny_model()
+    x = torch.rand(2, 3, 8, 32, 32)
+    h = gradcam_windows(model, x)
+    assert h.shape == (2, 2, 32, 32)
+    assert torch.isfinite(h).all() and h.min() >= 0 and h.max() <= 1
+    assert not h.requires_grad
+    hf = gradcam_windows(model, x, per="frame")
+    assert hf.shape == (2, 8, 32, 32) and hf.min() >= 0 and hf.max() <= 1
+    frame = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    img = overlay(frame, h[0, 0])
+    assert img.size == (32, 32) and img.mode == "RGB"
+    assert np.array_equal(np.asarray(overlay(frame, h[0, 0], alpha=0.0)), frame)
+    assert overlay(frame, np.ones((8, 8))).size == (32, 32)      # heat resized to the frame
+
+
+def test_localisation_metrics_over_a_crop_split(tmp_path):
+    S, F = 32, 8
+    rng = np.random.default_rng(0)
+    rows = []
+    for vid, label in (("fake0", 1), ("real0", 0)):
+        with h5py.File(tmp_path / f"{vid}.h5", "w") as f:
+            f["clips"] = rng.integers(0, 256, (2, F, S, S, 3), dtype=np.uint8)
+            if label:
+                m = np.zeros((2, F, S, S), np.uint8)
+                m[:, :, 8:24, 8:24] = 255
+                f["masks"] = m
+        rows += [{"dataset": "d", "method": "swap" if label else "real", "video_id": vid, "label": label,
+                  "split": "test", "identity": vid, "file": f"{vid}.h5", "window": w} for w in range(2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "index.csv", index=False)
+    model = _tiny_model()
+    r = localisation_metrics(model.encoder, model.relation, tmp_path, "test", batch_size=3)
+    assert r["windows"] == 2 and r["videos"] == 1 and r["snippets"] == 4      # fakes only, 2 windows x T=2
+    assert 0.0 <= r["pointing_game"] <= 1.0 and 0.0 <= r["energy_inside"] <= 1.0
+    assert r["mask_area"] == pytest.approx(0.25)
+    assert set(r["per_method"]) == {"swap"} and r["mask_threshold"] == 127
+    empty = localisation_metrics(model.encoder, model.relation, tmp_path, "val")
+    assert empty["windows"] == 0 and empty["pointing_game"] is None and "note" in empty
