@@ -6,10 +6,16 @@ epoch on the validation split (video-level AUC) and writes the encoder as ``mode
 a plain dict of tensors and JSON-able metadata, loadable with ``torch.load(weights_only=True)``.
 
     python -m pipeline.train_encoder [--params params.yaml]
+    torchrun --nproc_per_node 4 -m pipeline.train_encoder      # data parallel (README, "Scaling out")
+
+Under torchrun ``train_encoder.batch_size`` stays the global batch (each rank takes its slice of every
+global batch of the single-process epoch), BatchNorm becomes SyncBatchNorm on CUDA, and rank 0
+validates, logs to MLflow and writes the checkpoint and the model; see :mod:`pipeline.distributed`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -17,6 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline import distributed as dist
 from pipeline.params import Params, load_params
 from pipeline.runtime import (atomic_torch_save, autocast, params_digest, resolve_device,
                               seed_everything, write_csv, write_json)
@@ -46,12 +53,28 @@ def clip_batch_to_input(clips: torch.Tensor, device: torch.device, flip: torch.T
 
 
 def window_loader(crop_dir: str, split: str, batch_size: int, num_workers: int,
-                  shuffle_gen: torch.Generator | None = None) -> DataLoader:
+                  shuffle_gen: torch.Generator | None = None, *, shard: bool = False,
+                  persistent: bool = False, dataset=None) -> DataLoader:
+    """A DataLoader over the crop windows of ``split``.
+
+    ``shuffle_gen``: shuffle with this generator (the epoch generator). ``shard`` (under torchrun):
+    ``batch_size`` is the global batch and this rank gets its slice of each one
+    (:class:`pipeline.distributed.ShardedBatchSampler`; the permutation is drawn from ``shuffle_gen``
+    exactly as the single-process loader draws it). ``persistent``: keep the worker processes (and
+    their open HDF5 handles) between passes, for a loader iterated every epoch. ``dataset``: an
+    already-built dataset (a ``Subset`` of windows, say) instead of the ``split`` of ``crop_dir``."""
     from pipeline.clips import ClipDataset
 
-    ds = ClipDataset(crop_dir, split=split)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle_gen is not None, generator=shuffle_gen,
-                      num_workers=num_workers, persistent_workers=False)
+    ds = ClipDataset(crop_dir, split=split) if dataset is None else dataset
+    workers = {"num_workers": num_workers, "worker_init_fn": dist.seed_worker if num_workers else None,
+               "persistent_workers": bool(persistent and num_workers)}
+    if shard and dist.is_distributed():
+        from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+        base = RandomSampler(ds, generator=shuffle_gen) if shuffle_gen is not None else SequentialSampler(ds)
+        sampler = dist.ShardedBatchSampler(BatchSampler(base, batch_size, drop_last=False))
+        return DataLoader(dist.ShardMeta(ds), batch_sampler=sampler, generator=shuffle_gen, **workers)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle_gen is not None, generator=shuffle_gen, **workers)
 
 
 def _keys(batch: dict) -> pd.DataFrame:
@@ -80,10 +103,11 @@ def train_encoder(p: Params, crop_dir: str, out_model: Path = OUT_MODEL, run_dir
     from graph_models import build_model, mrl_loss
 
     seed_everything(p.seed)
-    device = resolve_device(p.device)
+    device = dist.device_for(resolve_device(p.device))
+    main = dist.is_main()
     te = p.train_encoder
     model = build_model(p)
-    val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers)
+    val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers, persistent=True)
     if len(val_loader.dataset) == 0:
         raise RuntimeError(f"{crop_dir}: no validation windows; model selection needs a val split")
     n_train = len(window_loader(crop_dir, "train", 1, 0).dataset)
@@ -91,10 +115,15 @@ def train_encoder(p: Params, crop_dir: str, out_model: Path = OUT_MODEL, run_dir
         raise RuntimeError(f"{crop_dir}: no training windows")
 
     def train_batches(gen):
-        return window_loader(crop_dir, "train", te.batch_size, te.num_workers, shuffle_gen=gen)
+        return window_loader(crop_dir, "train", te.batch_size, te.num_workers, shuffle_gen=gen, shard=True)
 
     def step(model, batch, gen):
-        flip = torch.rand(len(batch["label"]), generator=gen) < te.flip_prob
+        meta = dist.batch_meta(batch)
+        if meta is None:
+            flip = torch.rand(len(batch["label"]), generator=gen) < te.flip_prob
+        else:  # draw for the whole global batch, as one process does, and keep this rank's slice
+            gn, off, _ = meta
+            flip = (torch.rand(gn, generator=gen) < te.flip_prob)[off:off + len(batch["label"])]
         x = clip_batch_to_input(batch["clip"], device, flip)
         logits, enc = model(x)
         y = batch["label"].to(device).float()
@@ -112,12 +141,16 @@ def train_encoder(p: Params, crop_dir: str, out_model: Path = OUT_MODEL, run_dir
 
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with start_run("train_encoder", p, p.mlflow) as run:
+    with (start_run("train_encoder", p, p.mlflow) if main else contextlib.nullcontext()) as run:
         res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=p.seed,
                   device=device, checkpoint=run_dir / "checkpoint.pt", digest=params_digest(stage_params(p)),
                   log_epoch=lambda m, e: mlflow.log_metrics({k: v for k, v in m.items() if v == v}, step=e),
                   desc="train_encoder")
         model.load_state_dict(res.best_state)
+        if not main:  # rank 0 writes the outputs and logs
+            return {"best_epoch": res.best_epoch, "rank": dist.rank(), "train_windows": n_train,
+                    "val_windows": len(val_loader.dataset),
+                    **{k: v for k, v in res.best_metrics.items() if k.startswith("val_")}}
         enc_state = {k[len("encoder."):]: v for k, v in res.best_state.items() if k.startswith("encoder.")}
         payload = {"format": ENCODER_FORMAT, "state_dict": enc_state,
                    "encoder": p.encoder.model_dump(), "clip": p.clip.model_dump(),
@@ -147,8 +180,12 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    s = train_encoder(p, p.crop.out_dir)
-    print(f"train_encoder: best epoch {s['best_epoch']}, val AUC {s.get('val_auc', float('nan')):.4f}, "
+    with dist.session(p.device):
+        s = train_encoder(p, p.crop.out_dir)
+        main = dist.is_main()
+        dist.barrier()
+    if main:
+        print(f"train_encoder: best epoch {s['best_epoch']}, val AUC {s.get('val_auc', float('nan')):.4f}, "
           f"{s['train_windows']} train / {s['val_windows']} val windows, {s['seconds']} s -> {OUT_MODEL}")
 
 

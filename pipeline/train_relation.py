@@ -7,16 +7,22 @@ Only this stage and ``evaluate`` depend on ``mask.*`` and ``relation.*``, so a m
 The epoch is selected on the validation split; the decision threshold is set at the validation EER.
 
     python -m pipeline.train_relation [--params params.yaml]
+    torchrun --nproc_per_node 2 -m pipeline.train_relation     # data parallel (README, "Scaling out")
+
+Under torchrun every rank holds the (small) cached vertices, takes its slice of each global batch
+(``train_relation.batch_size`` stays the global batch), and rank 0 validates, logs and writes.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from pipeline import distributed as dist
 from pipeline.params import Params, load_params
 from pipeline.runtime import atomic_torch_save, params_digest, resolve_device, seed_everything, write_csv, write_json
 from pipeline.training import fit, video_metrics, window_predictions
@@ -59,7 +65,8 @@ def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_M
     from pipeline.metrics import threshold_at_eer, video_scores
 
     seed_everything(p.seed)
-    device = resolve_device(p.device)
+    device = dist.device_for(resolve_device(p.device))
+    main = dist.is_main()
     expect = sha256_file(ENCODER) if ENCODER.exists() else None
     xtr, ytr, _ = load_split(features, "train", expect)
     xva, yva, kva = load_split(features, "val", expect)
@@ -74,7 +81,12 @@ def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_M
         order = torch.randperm(len(xtr), generator=gen)
         for i in range(0, len(order), tr.batch_size):
             idx = order[i:i + tr.batch_size]
-            yield {"x": xtr[idx], "label": ytr[idx]}
+            if dist.is_distributed():  # this rank's slice of the global batch
+                local, meta = dist.shard_batch(idx.tolist())
+                idx = torch.as_tensor(local, dtype=torch.long)
+                yield {"x": xtr[idx], "label": ytr[idx], **meta}
+            else:
+                yield {"x": xtr[idx], "label": ytr[idx]}
 
     def step(model, batch, gen):
         logits = model(batch["x"].to(device))
@@ -91,12 +103,16 @@ def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_M
 
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with start_run("train_relation", p, p.mlflow, {"features": str(features)}) as run:
+    tracking = start_run("train_relation", p, p.mlflow, {"features": str(features)}) if main else contextlib.nullcontext()
+    with tracking as run:
         res = fit(rel, train_batches=train_batches, step=step, validate=validate, optim=tr, seed=p.seed,
                   device=device, checkpoint=run_dir / "checkpoint.pt", digest=params_digest(stage_params(p)),
                   log_epoch=lambda m, e: mlflow.log_metrics({k: v for k, v in m.items() if v == v}, step=e),
                   desc="train_relation")
         rel.load_state_dict(res.best_state)
+        if not main:  # rank 0 writes the outputs and logs
+            return {"best_epoch": res.best_epoch, "rank": dist.rank(), "train_windows": len(xtr),
+                    "val_windows": len(xva), **{k: v for k, v in res.best_metrics.items() if k.startswith("val_")}}
         vids = video_scores(predict(rel, xva, kva, device))
         thr = threshold_at_eer(vids["label"].to_numpy(), vids["score"].to_numpy())
         payload = {"format": RELATION_FORMAT, "state_dict": res.best_state, "in_dim": int(C), "heads": int(N),
@@ -123,8 +139,12 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
     p = load_params(args.params)
-    s = train_relation(p)
-    print(f"train_relation: {p.relation.cell}, mask {p.mask.strategy}@{p.mask.rate}: best epoch {s['best_epoch']}, "
+    with dist.session(p.device):
+        s = train_relation(p)
+        main = dist.is_main()
+        dist.barrier()
+    if main:
+        print(f"train_relation: {p.relation.cell}, mask {p.mask.strategy}@{p.mask.rate}: best epoch {s['best_epoch']}, "
           f"val AUC {s.get('val_auc', float('nan')):.4f}, {s['seconds']} s -> {OUT_MODEL}")
 
 

@@ -6,9 +6,17 @@ epoch a checkpoint (model, optimiser, scheduler, history, best state) is written
 killed mid-way resumes from the last finished epoch when the checkpoint's params digest matches, and
 because every epoch draws its randomness from :func:`pipeline.runtime.epoch_generator` the resumed run
 ends exactly where an uninterrupted one would.
+
+Under ``torchrun`` (:mod:`pipeline.distributed`) the same loop trains a DistributedDataParallel copy on
+every rank: ``train_batches`` yields this rank's slice of each global batch (with the ``_gn``/``_off``/
+``_n`` bookkeeping of :func:`pipeline.distributed.shard_batch`), each rank's loss is weighted so the
+averaged gradient is the global-batch mean, gradients are all-reduced only at optimiser steps
+(``no_sync`` in between), the training sums are all-reduced, rank 0 validates (metrics broadcast) and
+rank 0 alone logs and writes the checkpoint. Outside torchrun nothing of this runs.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -21,6 +29,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from pipeline import distributed as dist
 from pipeline.params import OptimParams
 from pipeline.runtime import atomic_torch_save, autocast, epoch_generator
 
@@ -81,6 +90,9 @@ def fit(
     history: list = []
     best_state, best_metrics, best_epoch, start = None, None, -1, 0
     checkpoint = Path(checkpoint)
+    ddp = dist.is_distributed()
+    main = dist.is_main()
+    say = print if main else (lambda *a, **k: None)
     if checkpoint.exists():
         ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if ck.get("digest") == digest and ck.get("epoch", -1) + 1 <= optim.epochs:
@@ -90,9 +102,15 @@ def fit(
             history, best_state = ck["history"], ck["best_state"]
             best_metrics, best_epoch = ck["best_metrics"], ck["best_epoch"]
             start = ck["epoch"] + 1
-            print(f"{desc}: resuming after epoch {ck['epoch'] + 1}/{optim.epochs} from {checkpoint}")
+            say(f"{desc}: resuming after epoch {ck['epoch'] + 1}/{optim.epochs} from {checkpoint}")
         else:
-            print(f"{desc}: ignoring checkpoint {checkpoint} (written for other params)")
+            say(f"{desc}: ignoring checkpoint {checkpoint} (written for other params)")
+    if ddp:
+        lo, hi = dist.all_reduce(start, "min"), dist.all_reduce(start, "max")
+        if lo != hi:
+            raise RuntimeError(f"{desc}: ranks disagree on the epoch to resume from ({lo} vs {hi}); "
+                               f"{checkpoint} must be on a file system shared by all ranks")
+        net = dist.wrap(model, device)
     for epoch in range(start, optim.epochs):
         t0 = time.time()
         gen = epoch_generator(seed, epoch)
@@ -101,46 +119,101 @@ def fit(
         sums: dict = {}
         n = 0
         opt.zero_grad(set_to_none=True)
-        bar = tqdm(train_batches(gen), desc=f"{desc} {epoch + 1}/{optim.epochs}", leave=False)
-        for i, batch in enumerate(bar):
-            with autocast(device):
-                losses = step(model, batch, gen)
-            scaler.scale(losses["total"] / optim.grad_accum).backward()
-            if (i + 1) % optim.grad_accum == 0:
+        if ddp:
+            sums, n = _ddp_epoch(net, train_batches(gen), step, gen, optim, opt, scaler, device,
+                                 f"{desc} {epoch + 1}/{optim.epochs}", main)
+        else:
+            bar = tqdm(train_batches(gen), desc=f"{desc} {epoch + 1}/{optim.epochs}", leave=False)
+            for i, batch in enumerate(bar):
+                with autocast(device):
+                    losses = step(model, batch, gen)
+                scaler.scale(losses["total"] / optim.grad_accum).backward()
+                if (i + 1) % optim.grad_accum == 0:
+                    scaler.step(opt)
+                    scaler.update()
+                    opt.zero_grad(set_to_none=True)
+                bs = int(batch["label"].shape[0])
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * bs
+                n += bs
+                bar.set_postfix(loss=f"{sums['total'] / n:.4f}")
+            if n and (i + 1) % optim.grad_accum:  # flush a last partial accumulation
                 scaler.step(opt)
                 scaler.update()
                 opt.zero_grad(set_to_none=True)
-            bs = int(batch["label"].shape[0])
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * bs
-            n += bs
-            bar.set_postfix(loss=f"{sums['total'] / n:.4f}")
-        if n and (i + 1) % optim.grad_accum:  # flush a last partial accumulation
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
         lr = opt.param_groups[0]["lr"]
         sched.step()
         metrics = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
         model.eval()
-        with torch.no_grad():
-            metrics.update(validate(model))
+        if main:
+            with torch.no_grad():
+                val = validate(model)
+        else:
+            val = None
+        metrics.update(dist.broadcast_object(val) if ddp else val)
         metrics.update(epoch=epoch + 1, lr=lr, seconds=round(time.time() - t0, 3))
         history.append(metrics)
         if _better(metrics, best_metrics):
             best_metrics, best_epoch = dict(metrics), epoch + 1
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        log_epoch(metrics, epoch + 1)
-        print(f"{desc} epoch {epoch + 1}/{optim.epochs}: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k != "seconds"))
-        atomic_torch_save({
-            "digest": digest, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "history": history, "best_state": best_state,
-            "best_metrics": best_metrics, "best_epoch": best_epoch,
-        }, checkpoint)
+        if main:
+            log_epoch(metrics, epoch + 1)
+            print(f"{desc} epoch {epoch + 1}/{optim.epochs}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k != "seconds"))
+            atomic_torch_save({
+                "digest": digest, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "history": history, "best_state": best_state,
+                "best_metrics": best_metrics, "best_epoch": best_epoch,
+            }, checkpoint)
+    if ddp:
+        dist.revert_sync_batchnorm(model)
+        dist.barrier()
     if best_state is None:
         raise RuntimeError(f"{desc}: no epoch was trained (epochs={optim.epochs})")
     return FitResult(best_state, best_epoch, best_metrics, history, start)
+
+
+def _ddp_epoch(net, batches, step: StepFn, gen, optim: OptimParams, opt, scaler, device, desc: str,
+               main: bool) -> tuple[dict, int]:
+    """One training epoch of a DistributedDataParallel model; returns the all-reduced (sums, n).
+
+    Every rank gets the same number of batches (one slice of each global batch); the loss of a slice
+    of ``_n`` real samples out of ``_gn`` is weighted ``_n * world / _gn`` so that DDP's average is the
+    global-batch mean. When the number of batches is known (a DataLoader), gradients are all-reduced
+    only on the micro-batch that ends an accumulation (``no_sync`` before); otherwise on every
+    micro-batch (the same sum, more messages). The iterable is never read ahead: a sampler drawing
+    from the epoch generator when it is exhausted must draw at the same point as in one process."""
+    world = dist.world_size()
+    total = len(batches) if hasattr(batches, "__len__") else None
+    sums: dict = {}
+    n = 0
+    i = -1
+    bar = tqdm(batches, desc=desc, leave=False, disable=not main)
+    for i, batch in enumerate(bar):
+        meta = dist.batch_meta(batch)
+        if meta is None:
+            raise RuntimeError("under torchrun, train_batches must yield sharded batches "
+                               "(pipeline.distributed.shard_batch / ShardedBatchSampler)")
+        gn, _, n_real = meta
+        boundary = (i + 1) % optim.grad_accum == 0 or (total is not None and i + 1 == total)
+        with (contextlib.nullcontext() if boundary or total is None else net.no_sync()):
+            with autocast(device):
+                losses = step(net, batch, gen)
+            scaler.scale(losses["total"] * (n_real * world / gn) / optim.grad_accum).backward()
+        if boundary:
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n_real
+        n += n_real
+    if i >= 0 and not ((i + 1) % optim.grad_accum == 0 or (total is not None and i + 1 == total)):
+        scaler.step(opt)  # a last partial accumulation (gradients already all-reduced)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+    keys = sorted(sums)
+    tot = dist.all_reduce(torch.tensor([sums[k] for k in keys] + [float(n)], dtype=torch.float64))
+    return {k: float(tot[j]) for j, k in enumerate(keys)}, int(tot[-1])
 
 
 def window_predictions(keys: pd.DataFrame, logits: Iterable[torch.Tensor]) -> pd.DataFrame:
