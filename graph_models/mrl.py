@@ -10,7 +10,7 @@ Algorithm 2 in shapes::
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn

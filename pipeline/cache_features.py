@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from pipeline import distributed as dist
 from pipeline.params import Params, load_params
-from pipeline.runtime import autocast, resolve_device, seed_everything
-from pipeline.train_encoder import OUT_MODEL, clip_batch_to_input, window_loader
+from pipeline.runtime import resolve_device, seed_everything
+from pipeline.train_encoder import OUT_MODEL, window_loader
 
 OUT = Path("data/features.h5")
 SPLITS = ("train", "val", "test")
@@ -71,6 +71,7 @@ def cache_features(p: Params, crop_dir: str, encoder_path: Path = OUT_MODEL, out
     written to :func:`shard_path`)."""
     from feature_cache import FeatureCacheWriter, sha256_file
     from pipeline.clips import ClipDataset
+    from pipeline.inference import encode_clips
     from pipeline.model_io import load_encoder
 
     seed_everything(p.seed)
@@ -94,11 +95,10 @@ def cache_features(p: Params, crop_dir: str, encoder_path: Path = OUT_MODEL, out
             loader = window_loader(crop_dir, split, p.train_encoder.batch_size, p.train_encoder.num_workers,
                                    dataset=subset)
             for batch in tqdm(loader, desc=f"cache_features {split}", leave=False, disable=not dist.is_main()):
-                with autocast(device):
-                    v = encoder(clip_batch_to_input(batch["clip"], device)).vertices
+                v = encode_clips(encoder, batch["clip"], device, batch_size=len(batch["clip"]))
                 keys = list(zip(batch["dataset"], batch["method"], batch["video_id"],
                                 [int(w) for w in batch["window"]]))
-                writer.add(v.float().cpu(), [int(x) for x in batch["label"]], keys, [split] * len(keys))
+                writer.add(v, [int(x) for x in batch["label"]], keys, [split] * len(keys))
                 n += len(keys)
     if n == 0 and shard is None:
         raise RuntimeError(f"{crop_dir}: no windows to encode")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.faces import (Detections, FaceDetector, Segment, crop_window, landmarks_to_crop, smooth_boxes,
+from pipeline.faces import (FaceDetector, Segment, crop_window, landmarks_to_crop, smooth_boxes,
                             square_crop, track_main_face)
 from pipeline.video import ReadStats, VideoError, iter_frames, probe
 

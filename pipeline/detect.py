@@ -19,7 +19,6 @@ runs. An MLflow model is a pickle (arbitrary code runs when it is loaded) and ne
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile

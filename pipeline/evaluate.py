@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-import torch
 
 from pipeline.params import Params, load_params
 from pipeline.runtime import resolve_device, seed_everything, write_csv, write_json

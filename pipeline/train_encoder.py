@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline import distributed as dist
+from pipeline.model_card import crop_config_from_params
 from pipeline.params import Params, load_params
 from pipeline.runtime import (atomic_torch_save, autocast, params_digest, resolve_device,
                               seed_everything, write_csv, write_json)
@@ -154,7 +155,8 @@ def train_encoder(p: Params, crop_dir: str, out_model: Path = OUT_MODEL, run_dir
         enc_state = {k[len("encoder."):]: v for k, v in res.best_state.items() if k.startswith("encoder.")}
         payload = {"format": ENCODER_FORMAT, "state_dict": enc_state,
                    "encoder": p.encoder.model_dump(), "clip": p.clip.model_dump(),
-                   "image_size": p.crop.image_size, "out_dim": int(model.encoder.out_dim),
+                   "image_size": p.crop.image_size, "crop": crop_config_from_params(p),
+                   "out_dim": int(model.encoder.out_dim),
                    "heads": int(p.encoder.heads), "best_epoch": res.best_epoch,
                    "head_state_dict": {k[len("relation."):]: v for k, v in res.best_state.items()
                                        if k.startswith("relation.")},

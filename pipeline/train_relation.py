@@ -25,7 +25,8 @@ import torch
 from pipeline import distributed as dist
 from pipeline.params import Params, load_params
 from pipeline.runtime import atomic_torch_save, params_digest, resolve_device, seed_everything, write_csv, write_json
-from pipeline.training import fit, video_metrics, window_predictions
+from pipeline.inference import predict_vertices
+from pipeline.training import fit, video_metrics
 
 RELATION_FORMAT = "mrl-relation/1"
 FEATURES = Path("data/features.h5")
@@ -50,13 +51,6 @@ def load_split(path: Path, split: str, expect_sha: str | None = None):
         return None, None, ds.keys
     xs, ys = zip(*[(ds[i][0], ds[i][1]) for i in range(len(ds))])
     return torch.stack(xs), torch.stack([torch.as_tensor(y, dtype=torch.float32) for y in ys]), ds.keys.reset_index(drop=True)
-
-
-@torch.no_grad()
-def predict(relation, x: torch.Tensor, keys: pd.DataFrame, device, batch_size: int = 256) -> pd.DataFrame:
-    relation.eval()
-    logits = [relation(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    return window_predictions(keys[["dataset", "method", "video_id", "window", "label"]], logits)
 
 
 def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_MODEL, run_dir: Path = RUN_DIR) -> dict:
@@ -94,7 +88,7 @@ def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_M
         return {"total": ce, "ce": ce}
 
     def validate(model):
-        w = predict(model, xva, kva, device)
+        w = predict_vertices(model, xva, kva, device)
         loss = float(lossf(torch.logit(torch.tensor(w["prob"].to_numpy()).clamp(1e-7, 1 - 1e-7)).float(), yva))
         return {"val_loss": loss, **video_metrics(w)}
 
@@ -113,7 +107,7 @@ def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_M
         if not main:  # rank 0 writes the outputs and logs
             return {"best_epoch": res.best_epoch, "rank": dist.rank(), "train_windows": len(xtr),
                     "val_windows": len(xva), **{k: v for k, v in res.best_metrics.items() if k.startswith("val_")}}
-        vids = video_scores(predict(rel, xva, kva, device))
+        vids = video_scores(predict_vertices(rel, xva, kva, device))
         thr = threshold_at_eer(vids["label"].to_numpy(), vids["score"].to_numpy())
         payload = {"format": RELATION_FORMAT, "state_dict": res.best_state, "in_dim": int(C), "heads": int(N),
                    "snippets": int(T), "relation": p.relation.model_dump(), "mask": p.mask.model_dump(),

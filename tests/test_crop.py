@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from PIL import Image
 from pipeline import crop as cropmod
 from pipeline.clips import ClipDataset, clip_to_tensor
 from pipeline.demo.sources import fetch
-from pipeline.faces import (Detections, FaceDetector, box_iou, crop_window, landmarks_to_crop, smooth_boxes,
+from pipeline.faces import (FaceDetector, box_iou, crop_window, landmarks_to_crop, smooth_boxes,
                             square_crop, track_main_face)
 from pipeline.params import parse_params
 from pipeline.video import ReadStats, VideoError, iter_frames, probe, read_frames, write_video

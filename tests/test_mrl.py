@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import graph_models.backbones as backbones
-from graph_models import (Encoder, EncoderOutput, MRLModel, build_encoder, build_model, build_relation,
+from graph_models import (Encoder, EncoderOutput, build_model, build_relation,
                           mrl_loss)
 from graph_models.gconv_gru import tgt_available
 from graph_models.sta import STA

@@ -24,7 +24,6 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import gaussian_filter1d
 
