@@ -99,6 +99,14 @@ def predict_windows(model, loader: DataLoader, device: torch.device) -> pd.DataF
     return window_predictions(pd.concat(keys, ignore_index=True), logits)
 
 
+def crops_fingerprint(crop_dir: str) -> str:
+    """Identity of the crops a checkpoint was trained on: a checkpoint of other crops is never resumed."""
+    from feature_cache import sha256_file
+
+    files = [Path(crop_dir) / "index.csv", Path(crop_dir) / "report.json"]
+    return ",".join(sha256_file(f) if f.exists() else "-" for f in files)
+
+
 def train_encoder(p: Params, crop_dir: str, out_model: Path = OUT_MODEL, run_dir: Path = RUN_DIR) -> dict:
     """Train the encoder jointly with a relation head; return a summary dict (and write the model)."""
     from graph_models import build_model, mrl_loss
@@ -144,7 +152,8 @@ def train_encoder(p: Params, crop_dir: str, out_model: Path = OUT_MODEL, run_dir
     t0 = time.time()
     with (start_run("train_encoder", p, p.mlflow) if main else contextlib.nullcontext()) as run:
         res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=p.seed,
-                  device=device, checkpoint=run_dir / "checkpoint.pt", digest=params_digest(stage_params(p)),
+                  device=device, checkpoint=run_dir / "checkpoint.pt",
+                  digest=params_digest({**stage_params(p), "data": crops_fingerprint(crop_dir)}),
                   log_epoch=lambda m, e: mlflow.log_metrics({k: v for k, v in m.items() if v == v}, step=e),
                   desc="train_encoder")
         model.load_state_dict(res.best_state)

@@ -54,7 +54,7 @@ def load_split(path: Path, split: str, expect_sha: str | None = None):
 
 
 def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_MODEL, run_dir: Path = RUN_DIR) -> dict:
-    from feature_cache import sha256_file
+    from feature_cache import open_cache, sha256_file
     from graph_models import build_relation
     from pipeline.metrics import threshold_at_eer, video_scores
 
@@ -100,7 +100,8 @@ def train_relation(p: Params, features: Path = FEATURES, out_model: Path = OUT_M
     tracking = start_run("train_relation", p, p.mlflow, {"features": str(features)}) if main else contextlib.nullcontext()
     with tracking as run:
         res = fit(rel, train_batches=train_batches, step=step, validate=validate, optim=tr, seed=p.seed,
-                  device=device, checkpoint=run_dir / "checkpoint.pt", digest=params_digest(stage_params(p)),
+                  device=device, checkpoint=run_dir / "checkpoint.pt",
+                  digest=params_digest({**stage_params(p), "features": open_cache(features, verify=False).content_sha256}),
                   log_epoch=lambda m, e: mlflow.log_metrics({k: v for k, v in m.items() if v == v}, step=e),
                   desc="train_relation")
         rel.load_state_dict(res.best_state)

@@ -286,3 +286,17 @@ def test_train_encoder_ddp_two_ranks(tmp_path):
     assert d_full < 0.05
     np.testing.assert_allclose([h["train_total"] for h in h_ddp], [h["train_total"] for h in h_full], rtol=0.05)
     assert (tmp_path / "ddp_b8/models/encoder.pt").exists()
+
+
+def test_train_relation_never_resumes_a_checkpoint_of_other_features(tmp_path):
+    """A finished run's checkpoint must not be 'resumed' once the cached features change (new encoder)."""
+    ws = tmp_path / "ws"
+    (ws / "data").mkdir(parents=True)
+    write_features(ws / "data" / "features.h5", n_train=8, n_val=4, seed=0)
+    first = _run_stage(ws, "pipeline.train_relation", {})
+    assert "resuming" not in first.stdout
+    again = _run_stage(ws, "pipeline.train_relation", {})  # same features and params: a finished run resumes
+    assert "resuming after epoch" in again.stdout
+    write_features(ws / "data" / "features.h5", n_train=8, n_val=4, seed=1)
+    changed = _run_stage(ws, "pipeline.train_relation", {})
+    assert "resuming" not in changed.stdout and "ignoring checkpoint" in changed.stdout
