@@ -232,6 +232,9 @@ class FeatureCacheWriter:
             self._f.close()
             with open(self._tmp, "rb+") as fh:  # data on disk before the rename makes it visible
                 os.fsync(fh.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp made it 0600
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()

@@ -35,6 +35,7 @@ from PIL import Image
 
 from pipeline.faces import (FaceDetector, Segment, crop_window, landmarks_to_crop, smooth_boxes,
                             square_crop, track_main_face)
+from pipeline.runtime import atomic_write, publish
 from pipeline.video import ReadStats, VideoError, iter_frames, probe
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST_COLUMNS", "INDEX_COLUMNS", "params_hash", "row_signature", "output_path",
@@ -150,7 +151,7 @@ def _write_h5(out_path: Path, attrs: dict, clips, lms, boxes, fidx, masks, S: in
                                  chunks=(1, F, S, S), maxshape=(None, F, S, S), **gz)
             for k, v in attrs.items():
                 f.attrs[k] = v
-        os.replace(tmp, out_path)
+        publish(tmp, out_path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -310,10 +311,8 @@ def load_manifest(path: str | Path) -> pd.DataFrame:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def _totals(videos: list[dict]) -> dict:

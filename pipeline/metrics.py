@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+from pipeline.runtime import atomic_write
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
 __all__ = ["VIDEO_KEY", "video_scores", "binary_metrics", "equal_error_rate", "threshold_at_eer",
@@ -279,15 +280,6 @@ def save_roc_png(curves: Mapping[str, tuple[Sequence, Sequence]], path: str | os
     if curves:
         ax.legend(loc="lower right", fontsize="small")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png")
     return path

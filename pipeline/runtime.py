@@ -13,7 +13,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "atomic_torch_save",
+__all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "atomic_path", "publish",
+           "atomic_torch_save",
            "write_json", "write_csv", "params_digest", "epoch_generator"]
 
 
@@ -54,22 +55,38 @@ def autocast(device: torch.device):
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Give a finished temp file the usual permissions (mkstemp makes it 0600) and rename it over ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds."""
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp file name beside ``path`` for writers that need a name (h5py, savefig); published on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield Path(tmp)
+        publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

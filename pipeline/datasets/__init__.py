@@ -8,14 +8,13 @@ files always give the identical manifest.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
 from ..params import DatasetSpec
+from ..runtime import atomic_write
 from .celebdf import build_celebdf
 from .common import MANIFEST_COLUMNS, SPLITS, VIDEO_KEY_COLUMNS, rows_to_frame
 from .dfdc import build_dfdc
@@ -77,12 +76,5 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
         raise ValueError(f"cannot write manifest {path}: missing columns {missing}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            df[list(MANIFEST_COLUMNS)].to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        df[list(MANIFEST_COLUMNS)].to_csv(f, index=False)

@@ -145,5 +145,6 @@ def fetch(name: str, cache: Optional[Path | str] = None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{src.name}.")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out)
     return out
