@@ -17,7 +17,8 @@ import yaml
 __all__ = ["PROJECT_ROOT", "make_workspace", "run_dvc", "stages_run"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_COPY = ["pipeline", "graph_models", "feature_cache", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"]
+_COPY = ["pipeline", "graph_models", "feature_cache", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
+         ".gitignore"]
 
 
 def _env() -> dict:
@@ -58,7 +59,6 @@ def make_workspace(dst: Path, params_override: Optional[dict] = None) -> Path:
     run(sys.executable, "-m", "dvc", "init", "-q")
     run(sys.executable, "-m", "dvc", "config", "core.analytics", "false")
     run(sys.executable, "-m", "dvc", "config", "core.check_update", "false")
-    (dst / ".gitignore").write_text("/mlflow.db\n/mlruns/\n__pycache__/\n")
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "workspace")
     return dst
