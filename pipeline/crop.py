@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline.datasets import MANIFEST_COLUMNS, VIDEO_KEY_COLUMNS, read_manifest
 from pipeline.faces import (FaceDetector, Segment, crop_window, landmarks_to_crop, smooth_boxes,
                             square_crop, track_main_face)
 from pipeline.runtime import atomic_write, publish
@@ -42,10 +43,8 @@ __all__ = ["SCHEMA_VERSION", "MANIFEST_COLUMNS", "INDEX_COLUMNS", "params_hash",
            "select_windows", "crop_video", "read_report", "merge", "load_manifest", "main"]
 
 SCHEMA_VERSION = 1
-MANIFEST_COLUMNS = ["dataset", "method", "video_id", "path", "label", "split", "identity", "source_id",
-                    "mask_path", "size_bytes"]
 INDEX_COLUMNS = ["dataset", "method", "video_id", "label", "split", "identity", "file", "window"]
-_KEY = ["dataset", "method", "video_id"]
+_KEY = list(VIDEO_KEY_COLUMNS)
 # fields of CropParams that do not change the crops (not part of the hash)
 _NOT_HASHED = {"out_dir", "detect_batch"}
 
@@ -294,19 +293,8 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
 
 # --------------------------------------------------------------------------- stage
 def load_manifest(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: manifest not found (run `python -m pipeline.manifest` first)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: manifest lacks columns {missing}")
-    df["label"] = df["label"].astype(int)
-    dup = df.duplicated(_KEY)
-    if dup.any():
-        raise ValueError(f"{path}: repeated (dataset, method, video_id): "
-                         f"{df.loc[dup, _KEY].head(3).values.tolist()}")
-    return df.sort_values(_KEY, kind="stable").reset_index(drop=True)
+    """The manifest (checked by :func:`pipeline.datasets.read_manifest`) in the stable crop order."""
+    return read_manifest(path).sort_values(_KEY, kind="stable").reset_index(drop=True)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -14,7 +14,7 @@ from typing import Optional
 
 import yaml
 
-__all__ = ["PROJECT_ROOT", "make_workspace", "run_dvc", "stages_run"]
+__all__ = ["PROJECT_ROOT", "make_workspace", "merge_overrides", "run_dvc", "stages_run"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _COPY = ["pipeline", "graph_models", "feature_cache", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
@@ -32,10 +32,11 @@ def _env() -> dict:
     return env
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_overrides(base: dict, over: dict) -> dict:
+    """``base`` with the nested keys of ``over`` replaced (a params.yaml dict and its overrides)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -51,7 +52,7 @@ def make_workspace(dst: Path, params_override: Optional[dict] = None) -> Path:
         elif src.exists():
             shutil.copy2(src, dst / name)
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    params = _merge(params, params_override or {})
+    params = merge_overrides(params, params_override or {})
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = _env()
     run = lambda *a: subprocess.run(a, cwd=dst, env=env, check=True, capture_output=True, text=True)  # noqa: E731

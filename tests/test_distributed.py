@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from pipeline import distributed as dist
-from pipeline.workspace import PROJECT_ROOT
+from pipeline.workspace import PROJECT_ROOT, merge_overrides as _merge
 
 F, S = 8, 16  # frames per window, crop side
 TINY = {
@@ -85,13 +85,6 @@ def write_features(path: Path, n_train: int, n_val: int, seed: int = 0, T=3, N=4
     with FeatureCacheWriter(path, T, N, C, encoder_sha256=hashlib.sha256(b"x").hexdigest(), params={}) as w:
         w.add(v, y, keys, splits)
     return path
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _params(over: dict | None = None):

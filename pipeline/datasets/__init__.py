@@ -66,6 +66,10 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     bad = sorted(set(df["split"]) - set(SPLITS))
     if bad:
         raise ValueError(f"{path}: unknown split values {bad} (allowed: {list(SPLITS)})")
+    dup = df.duplicated(list(VIDEO_KEY_COLUMNS))
+    if dup.any():
+        raise ValueError(f"{path}: repeated (dataset, method, video_id): "
+                         f"{df.loc[dup, list(VIDEO_KEY_COLUMNS)].head(3).values.tolist()}")
     return df.astype({"label": "int64", "size_bytes": "int64"})
 
 
