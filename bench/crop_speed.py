@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from facenet_pytorch import MTCNN  # noqa: E402
 
-from pipeline.demo.sources import fetch  # noqa: E402
-from pipeline.faces import FaceDetector  # noqa: E402
-from pipeline.video import read_frames  # noqa: E402
+from pipeline.ingest.demo.sources import fetch  # noqa: E402
+from pipeline.ingest.faces import FaceDetector  # noqa: E402
+from pipeline.ingest.video import read_frames  # noqa: E402
 
 VIDEOS = ["WolfgangLanger_Pexels.mp4", "single_face.mp4"]
 

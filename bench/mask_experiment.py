@@ -2,7 +2,7 @@
 
     python bench/mask_experiment.py [--tiny] [--keep DIR]
 
-Builds a fresh copy of the project (pipeline.workspace.make_workspace: git + DVC, the DEFAULT params
+Builds a fresh copy of the project (tests/workspace.py make_workspace: git + DVC, the DEFAULT params
 or, with --tiny, the tiny params of tests/test_pipeline_e2e.py), runs `dvc repro` timed, then
 `dvc exp run -S mask.rate=0.6` timed, and prints both, the stages each ran and the ratio (goal >= 20x:
 the experiment re-runs train_relation and evaluate only, never the crops or the encoder).
@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test workspace helper
 
-from pipeline.workspace import make_workspace, run_dvc, stages_run  # noqa: E402
+from workspace import make_workspace, run_dvc, stages_run  # noqa: E402
 
 
 def tiny_params() -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_pipeline_e2e import TINY  # noqa: E402
 
     return TINY

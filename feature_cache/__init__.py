@@ -5,9 +5,9 @@
 - :class:`FeatureCacheWriter`: atomic writer (temporary file + ``os.replace``).
 - :func:`open_cache` / :class:`FeatureDataset`: checked reader and torch Dataset.
 """
-from .reader import FeatureCache, FeatureCacheError, FeatureDataset, open_cache
+from .reader import FeatureCache, FeatureCacheError, FeatureDataset, load_split, open_cache
 from .schema import SCHEMA_VERSION, sha256_file
 from .writer import FeatureCacheWriter
 
 __all__ = ["SCHEMA_VERSION", "sha256_file", "FeatureCacheWriter", "FeatureCache",
-           "FeatureCacheError", "FeatureDataset", "open_cache"]
+           "FeatureCacheError", "FeatureDataset", "load_split", "open_cache"]

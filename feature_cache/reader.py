@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from . import schema as S
 
-__all__ = ["FeatureCacheError", "FeatureCache", "open_cache", "FeatureDataset"]
+__all__ = ["FeatureCacheError", "FeatureCache", "open_cache", "FeatureDataset", "load_split"]
 
 #: Bytes of vertices read per block during a sequential pass (checksum, loading).
 _READ_BLOCK_BYTES = 16 << 20
@@ -299,3 +299,14 @@ class FeatureDataset(Dataset):
         t, n, c = self.shape
         return (f"FeatureDataset({str(self.path)!r}, split={self.split!r}, windows={len(self)}, "
                 f"T={t}, N={n}, C={c}, in_memory={self.in_memory})")
+
+
+def load_split(path: str | os.PathLike, split: str, expect_encoder_sha256: Optional[str] = None):
+    """All windows of one split as tensors: ``(vertices [W, T, N, C], labels float [W], keys DataFrame)``;
+    ``(None, None, keys)`` when the split is empty."""
+    ds = FeatureDataset(path, split=split, expect_encoder_sha256=expect_encoder_sha256)
+    if len(ds) == 0:
+        return None, None, ds.keys
+    xs, ys = zip(*[(ds[i][0], ds[i][1]) for i in range(len(ds))])
+    return (torch.stack(xs), torch.stack([torch.as_tensor(y, dtype=torch.float32) for y in ys]),
+            ds.keys.reset_index(drop=True))

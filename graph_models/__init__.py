@@ -22,8 +22,7 @@ from .backbones import build_backbone
 from .gconv_gru import DenseGConvGRU, DenseGConvGRUCell, build_cell
 from .losses import mrl_loss
 from .masking import EdgeMasking, mask_edges
-from .mrl import (Encoder, EncoderOutput, MRLModel, RelationLearner, build_encoder, build_model,
-                  build_relation)
+from .mrl import Encoder, EncoderOutput, MRLModel, RelationLearner, build_encoder, build_model, build_relation
 from .sta import STA
 
 __all__ = ["Encoder", "EncoderOutput", "RelationLearner", "MRLModel", "build_encoder", "build_relation",

@@ -21,7 +21,8 @@ layer, to the last hidden graph ``[B, N, C']`` (``cell.out_channels`` = C').
   a vertex whose edges are all masked has degree 0, and ``d deg^-1/2 / d deg`` is infinite there,
   which made the backward pass NaN (the forward pass masks the inf, the gradient does not). ChebConv drops the
   self loops; GCNConv keeps their weights (``add_remaining_self_loops``). B graphs are batched as
-  one disconnected graph of B*N nodes. torch_geometric_temporal is imported only here, lazily.
+  one disconnected graph of B*N nodes. torch_geometric_temporal is imported only through :mod:`graph_models.tgt_compat`, lazily (deferred
+  optional import: the default dense cell does not need it).
 
 Adjacency (:func:`adjacency`): ``'raw'`` uses ``E`` as is (paper); ``'normalized'`` uses
 ``D^-1/2 (E + I) D^-1/2`` with ``D = rowsum(E + I)`` clamped at 1 like PyG's DenseGCNConv
@@ -34,6 +35,8 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn.dense import Linear
+
+from .tgt_compat import import_tgt, tgt_available
 
 __all__ = ["normalized_adjacency", "adjacency", "graph_conv", "gru_update", "DenseGConvGRUCell",
            "DenseGConvGRU", "DenseGCN", "NoGraph", "complete_graph", "batch_complete_graph",
@@ -183,15 +186,6 @@ class NoGraph(nn.Module):
 
 
 # --------------------------------------------------------------------------- torch-geometric-temporal cells
-def tgt_available() -> bool:
-    """Whether ``torch_geometric_temporal`` can be imported."""
-    try:
-        import torch_geometric_temporal  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def complete_graph(n: int, self_loops: bool = True, device=None) -> Tensor:
     """``edge_index [2, n*n]`` (``n*(n-1)`` without self loops) of all ordered pairs, row 0 the
     source j, row 1 the target i; edge ``k = i*n + j`` (with self loops) is ``j -> i`` and carries ``E[i, j]``."""
@@ -230,10 +224,11 @@ class TemporalCell(nn.Module):
                  layers: int = 1, cheb_k: int = 2) -> None:
         super().__init__()
         try:
-            from torch_geometric_temporal.nn.recurrent import TGCN, GConvGRU
+            recurrent = import_tgt().nn.recurrent
         except Exception as exc:  # pragma: no cover - depends on the environment
             raise ImportError(f"relation.cell={kind!r} needs torch-geometric-temporal "
                               f"(pip install torch-geometric-temporal==0.56.2): {exc}") from exc
+        TGCN, GConvGRU = recurrent.TGCN, recurrent.GConvGRU
         if kind == "gconv_gru" and cheb_k < 2:
             raise ValueError("relation.cheb_k must be >= 2 for gconv_gru: with K = 1 the graph is ignored")
         self.kind, self.out_channels = kind, out_channels

@@ -2,7 +2,7 @@
 
     mrl detect VIDEO_OR_FOLDER [...] [options]     score videos, optionally with Grad-CAM heatmaps
 
-The DVC stages keep their own entry points (``python -m pipeline.<stage>``, run by ``dvc repro``).
+The DVC stages keep their own entry points (``python -m pipeline.stages.<stage>``, run by ``dvc repro``).
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from pipeline.scoring import detect
+
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline import detect
-
     ap = argparse.ArgumentParser(prog="mrl", description="Masked Relation Learning DeepFake detector")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     d = sub.add_parser("detect", help="score videos (files or folders) with a trained model",

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from pipeline.ingest.cropping import params_hash
 from pipeline.params import ClipParams, CropParams, Params, load_params
 
 __all__ = ["CROP_CONFIG_FORMAT", "crop_config_from_params", "crop_params_from_config", "crop_params_from_model"]
@@ -29,8 +30,6 @@ _NOT_STORED = {"out_dir", "compression"}
 
 def crop_config_from_params(p: Params) -> dict:
     """The crop settings of ``p`` as a JSON-able dict to store in a model file (see module docstring)."""
-    from pipeline.crop import params_hash
-
     cfg = {k: v for k, v in p.crop.model_dump(mode="json").items() if k not in _NOT_STORED}
     cfg.update(format=CROP_CONFIG_FORMAT, clip_frames=int(p.clip.frames), snippet_length=int(p.clip.snippet_length),
                params_hash=params_hash(p.clip.frames, p.crop))

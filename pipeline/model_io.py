@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from graph_models import build_encoder, build_relation
 from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
 
 __all__ = ["load_encoder", "load_relation", "read_model_file"]
@@ -27,8 +28,6 @@ def read_model_file(path: str | Path, expected_format: str) -> dict:
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu"):
     """Rebuild the trained encoder (backbone + STA) from ``models/encoder.pt``; returns (encoder, meta)."""
-    from graph_models import build_encoder
-
     meta = read_model_file(path, "mrl-encoder/1")
     enc_p = EncoderParams(**{**meta["encoder"], "pretrained": None})
     enc = build_encoder(enc_p, ClipParams(**meta["clip"]))
@@ -38,8 +37,6 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu"):
 
 def load_relation(path: str | Path, device: torch.device | str = "cpu"):
     """Rebuild the trained relation learner from ``models/relation.pt``; returns (relation, meta)."""
-    from graph_models import build_relation
-
     meta = read_model_file(path, "mrl-relation/1")
     rel = build_relation(meta["in_dim"], meta["heads"], RelationParams(**meta["relation"]), MaskParams(**meta["mask"]))
     rel.load_state_dict(meta["state_dict"])

@@ -62,9 +62,9 @@ class DemoParams(_Section):
     crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor")
     methods: list[str] = Field(
         default_factory=lambda: ["faceswap", "sbi", "mouth_reenact", "flicker_swap"],
-        min_length=1, description="manipulation families (pipeline.demo.manipulations.METHODS)")
+        min_length=1, description="manipulation families (pipeline.ingest.demo.manipulations.METHODS)")
     sources: Optional[list[str]] = Field(
-        None, description="source media names (pipeline.demo.sources.SOURCES); default: every usable one")
+        None, description="source media names (pipeline.ingest.demo.sources.SOURCES); default: every usable one")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in val (identity-disjoint)")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in test (identity-disjoint)")
 
@@ -76,7 +76,7 @@ class DemoParams(_Section):
 
 
 class DatasetSpec(_Section):
-    """One dataset on disk. ``type`` picks the adapter in :mod:`pipeline.datasets`."""
+    """One dataset on disk. ``type`` picks the adapter in :mod:`pipeline.ingest.datasets`."""
 
     name: str = Field(..., min_length=1, description="name used as the `dataset` column")
     type: Literal["plain", "ffpp", "celebdf", "dfdc"]

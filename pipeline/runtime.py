@@ -1,6 +1,7 @@
 """Small runtime helpers shared by the stages: seeds, devices, mixed precision, atomic writes."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -15,7 +16,7 @@ import torch
 
 __all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "atomic_path", "publish",
            "atomic_torch_save",
-           "write_json", "write_csv", "params_digest", "epoch_generator"]
+           "write_json", "write_csv", "params_digest", "epoch_generator", "parse_shard"]
 
 
 def seed_everything(seed: int) -> None:
@@ -120,3 +121,14 @@ def write_csv(df, path: str | Path) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     with atomic_write(path, "w") as f:
         df.to_csv(f, index=False)
+
+
+def parse_shard(s: str) -> tuple[int, int]:
+    """``--shard i/n`` (argparse type): the i-th of n independent jobs, 1 <= i <= n."""
+    try:
+        i, n = (int(x) for x in s.strip().split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard expects i/n with 1 <= i <= n (e.g. 1/4), got {s!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard expects i/n with 1 <= i <= n (e.g. 1/4), got {s!r}")
+    return i, n

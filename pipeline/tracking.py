@@ -16,12 +16,18 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
+
+from pipeline.params import flatten
+from pipeline.runtime import write_json
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-__all__ = ["project_root", "tracking_uri", "start_run", "git_revision"]
+__all__ = ["project_root", "tracking_uri", "start_run", "git_revision", "log_epoch_metrics", "log_final", "log_evaluation"]
+
+# MLflow is imported inside the functions on purpose (deferred heavy import): importing it costs seconds,
+# and the libraries and `mrl detect` import this module without tracking anything.
 
 
 def project_root(cwd: Optional[Path] = None) -> Path:
@@ -53,9 +59,7 @@ def git_revision(cwd: Optional[Path] = None) -> str:
 @contextlib.contextmanager
 def start_run(stage: str, params: Any, mlflow_params: Any = None, extra_tags: Optional[dict] = None) -> Iterator[Any]:
     """Open an MLflow run for ``stage`` with all params flattened and the DVC/git tags set."""
-    import mlflow
-
-    from pipeline.params import flatten
+    import mlflow  # deferred: see the note at the top
 
     mlflow.set_tracking_uri(tracking_uri(getattr(mlflow_params, "tracking_uri", None)))
     artifact_root = project_root() / "mlruns"
@@ -79,3 +83,54 @@ def start_run(stage: str, params: Any, mlflow_params: Any = None, extra_tags: Op
         for i in range(0, len(items), 90):  # MLflow caps a batch at 100 params
             mlflow.log_params(dict(items[i:i + 90]))
         yield run
+
+
+def log_epoch_metrics(metrics: dict, epoch: int) -> None:
+    """Per-epoch metrics of a training loop (NaN values left out) into the active run."""
+    import mlflow  # deferred: see the note at the top
+
+    mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}, step=epoch)
+
+
+def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model: Any = None,
+              run_dir: Optional[Path] = None, metrics: Optional[dict] = None) -> None:
+    """End of a training stage: ``best_val_*`` metrics of ``summary``, extra ``metrics``, the artifact files,
+    the model (MLflow's pickle format, ~1 s; torch.export would fix the input shapes) and the run id in
+    ``run_dir/mlflow_run.json``."""
+    import mlflow  # deferred: see the note at the top
+    import mlflow.pytorch
+
+    mlflow.log_metrics({f"best_{k}": v for k, v in summary.items()
+                        if isinstance(v, float) and k.startswith("val_") and v == v})
+    if metrics:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and v == v})
+    for f in artifacts:
+        mlflow.log_artifact(str(f))
+    if model is not None:
+        mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle")
+    if run_dir is not None:
+        write_json({"run_id": run.info.run_id}, Path(run_dir) / "mlflow_run.json")
+
+
+def log_evaluation(result: dict, artifacts: Iterable[Path] = ()) -> None:
+    """The evaluate stage's metrics into the active run: ``test_*``, per dataset/method AUC/ACC/EER/AP,
+    localisation; plus the artifact files."""
+    import mlflow  # deferred: see the note at the top
+
+    overall = result["test"]
+    mlflow.log_metrics({f"test_{k}": float(v) for k, v in overall.items()
+                        if isinstance(v, (int, float)) and v is not None})
+    for group in ("per_dataset", "per_method"):
+        for name, m in result[group].items():
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and v is not None and k in ("auc", "acc", "eer", "ap"):
+                    mlflow.log_metric(f"{group}.{name}.{k}".replace(" ", "_"), float(v))
+    loc = result["localisation"]
+    mlflow.log_metrics({f"localisation_{k}": float(v) for k, v in loc.items()
+                        if k in ("pointing_game", "energy_inside", "mask_area", "snippets") and v is not None})
+    for name, m in (loc.get("per_method") or {}).items():
+        for k in ("pointing_game", "energy_inside"):
+            if m.get(k) is not None:
+                mlflow.log_metric(f"localisation.{name}.{k}".replace(" ", "_"), float(m[k]))
+    for f in artifacts:
+        mlflow.log_artifact(str(f))

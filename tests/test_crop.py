@@ -1,4 +1,4 @@
-"""crop stage: real MTCNN on short pieces of real videos (pipeline.demo.sources), plus unit tests on hand-made numbers."""
+"""crop stage: real MTCNN on short pieces of real videos (pipeline.ingest.demo.sources), plus unit tests on hand-made numbers."""
 from __future__ import annotations
 
 import json
@@ -14,13 +14,14 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline import crop as cropmod
-from pipeline.clips import ClipDataset, clip_to_tensor
-from pipeline.demo.sources import fetch
-from pipeline.faces import (FaceDetector, box_iou, crop_window, landmarks_to_crop, smooth_boxes,
+from pipeline.ingest import cropping as cropmod
+from pipeline.stages import crop as crop_stage
+from pipeline.ingest.clips import ClipDataset, clip_to_tensor
+from pipeline.ingest.demo.sources import fetch
+from pipeline.ingest.faces import (FaceDetector, box_iou, crop_window, landmarks_to_crop, smooth_boxes,
                             square_crop, track_main_face)
 from pipeline.params import parse_params
-from pipeline.video import ReadStats, VideoError, iter_frames, probe, read_frames, write_video
+from pipeline.ingest.video import ReadStats, VideoError, iter_frames, probe, read_frames, write_video
 
 torch.set_num_threads(1)
 
@@ -173,7 +174,7 @@ def test_track_main_face_links_bridges_and_breaks():
 
 
 def test_select_windows():
-    from pipeline.faces import Segment
+    from pipeline.ingest.faces import Segment
     seg = lambda start, n: Segment(start, np.zeros((n, 4)), np.zeros((n, 5, 2)), np.zeros(n), np.ones(n, bool))
     segs = [seg(0, 20), seg(30, 7), seg(40, 16)]
     assert cropmod.select_windows(segs, 8) == [(0, 0), (0, 8), (2, 0), (2, 8)]
@@ -264,7 +265,7 @@ def stage_run(tmp_path_factory, media):
         _row("demo", "real", "empty", media["empty"], 0, "train", "x"),
     ]
     pfile = _setup(tmp, rows)
-    rc = cropmod.main(["--params", str(pfile), "--no-progress"])
+    rc = crop_stage.main(["--params", str(pfile), "--no-progress"])
     return tmp, pfile, rows, rc
 
 
@@ -312,7 +313,7 @@ def test_stage_resumes_after_interruption(stage_run):
     target.unlink()
     (target.parent / ".single.h5.tmpXYZ").write_bytes(b"half-written")   # a killed run's temp file
     time.sleep(0.01)
-    assert cropmod.main(["--params", str(pfile), "--no-progress"]) == 0
+    assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     status = {(r["method"], r["video_id"]): r["status"] for r in report["videos"]}
     assert status[("real", "single")] == "computed"
@@ -327,11 +328,11 @@ def test_shards_plus_merge_equal_single_run(stage_run):
     tmp, pfile, rows, _ = stage_run
     sh = tmp / "sharded"
     pfile2 = _setup(sh, rows, out="crops")
-    assert cropmod.main(["--params", str(pfile2), "--shard", "1/2", "--no-progress"]) == 0
-    assert cropmod.main(["--params", str(pfile2), "--shard", "2/2", "--no-progress"]) == 0
+    assert crop_stage.main(["--params", str(pfile2), "--shard", "1/2", "--no-progress"]) == 0
+    assert crop_stage.main(["--params", str(pfile2), "--shard", "2/2", "--no-progress"]) == 0
     assert (sh / "crops/report.shard-1-of-2.json").exists() and (sh / "crops/report.shard-2-of-2.json").exists()
     assert not (sh / "crops/index.csv").exists()
-    assert cropmod.main(["--params", str(pfile2), "--merge", "--no-progress"]) == 0
+    assert crop_stage.main(["--params", str(pfile2), "--merge", "--no-progress"]) == 0
     a = (tmp / "crops/index.csv").read_text()
     b = (sh / "crops/index.csv").read_text()
     assert a == b
@@ -348,11 +349,11 @@ def test_shards_plus_merge_equal_single_run(stage_run):
 def test_stage_fails_without_any_window(tmp_path, media, capsys):
     pfile = _setup(tmp_path, [_row("demo", "real", "cartoon", media["noface"], 0, "train"),
                               _row("demo", "real", "garbage", media["garbage"], 0, "train")])
-    assert cropmod.main(["--params", str(pfile), "--no-progress"]) == 1
+    assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "no window" in err and "noface.mp4" in err
     (tmp_path / "manifest.csv").unlink()
-    assert cropmod.main(["--params", str(pfile), "--no-progress"]) == 2
+    assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 2
     assert "manifest not found" in capsys.readouterr().err
 
 

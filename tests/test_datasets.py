@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from helpers import make_video
-from pipeline.datasets import (MANIFEST_COLUMNS, VIDEO_KEY_COLUMNS, build_manifest, check_leaks,
+from pipeline.ingest.datasets import (MANIFEST_COLUMNS, VIDEO_KEY_COLUMNS, build_manifest, check_leaks,
                                read_manifest, write_manifest)
-from pipeline.datasets.splits import assign_group_splits, split_counts
-from pipeline.manifest import main as manifest_main
+from pipeline.ingest.datasets.splits import assign_group_splits, split_counts
+from pipeline.stages.manifest import main as manifest_main
 from pipeline.params import DatasetSpec
 
 

@@ -11,8 +11,8 @@ import torch
 av = pytest.importorskip("av")
 pytest.importorskip("facenet_pytorch")
 
-from pipeline.demo import sources  # noqa: E402
-from pipeline.demo.generate import SPLIT_COLUMNS, generate_demo  # noqa: E402
+from pipeline.ingest.demo import sources  # noqa: E402
+from pipeline.ingest.demo.generate import SPLIT_COLUMNS, generate_demo  # noqa: E402
 from pipeline.params import DemoParams  # noqa: E402
 
 TINY_SOURCES = ["single_face.jpg", "single_face.mp4", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "astronaut.png",
@@ -110,7 +110,7 @@ def test_masks(demo):
 
 
 def test_mtcnn_finds_faces(demo):
-    from pipeline.demo.faces import detect
+    from pipeline.ingest.demo.faces import detect
     out, df = demo
     picks = pd.concat([df[df.label == 0].head(3), df[df.label == 1].groupby("method").head(1)])
     frames = np.stack([_decode(out / p)[FRAMES // 2] for p in picks.path])
@@ -124,8 +124,8 @@ def _mask_temporal_change(m: np.ndarray) -> float:
 
 
 def test_sbi_constant_flicker_varies():
-    from pipeline.demo.manipulations import manipulate
-    from pipeline.demo.motion import still_clip, still_faces
+    from pipeline.ingest.demo.manipulations import manipulate
+    from pipeline.ingest.demo.motion import still_clip, still_faces
     size, n = 96, 16
     face = still_faces(sources.fetch("grace_hopper.jpg"), size)[0]
     donor = still_faces(sources.fetch("biden.jpg"), size)[0]
@@ -165,7 +165,7 @@ def test_seed_changes_output(demo, tmp_path):
 
 
 def test_disabled_stage_writes_marker(tmp_path, monkeypatch):
-    from pipeline import demo_data
+    from pipeline.stages import demo as demo_data
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("demo:\n  enabled: false\n  out_dir: data/demo\n")
     assert demo_data.main(["--params", "params.yaml"]) == 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.detect import DETECT_FORMAT, detect, load_model_files, write_outputs
+from pipeline.scoring.detect import DETECT_FORMAT, detect, load_model_files, write_outputs
 from pipeline.params import parse_params
 
 TINY = {"clip": {"frames": 8, "snippet_length": 4},
@@ -20,7 +20,7 @@ TINY = {"clip": {"frames": 8, "snippet_length": 4},
 
 
 def _sources():
-    from pipeline.demo.sources import fetch
+    from pipeline.ingest.demo.sources import fetch
 
     try:
         return {n: fetch(n) for n in ("carphone_pristine.mp4", "no_face.mp4")}
@@ -59,7 +59,7 @@ def save_tiny_model(dirpath, params, with_crop=True, seed=0, threshold=0.5):
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    from pipeline.video import read_frames, write_video
+    from pipeline.ingest.video import read_frames, write_video
 
     src = _sources()
     d = tmp_path_factory.mktemp("detect")
@@ -141,12 +141,12 @@ def test_heatmap_pngs_one_per_snippet_at_crop_size(result):
 def test_same_score_as_the_pipeline_on_the_crop_stage_output(work, result, tmp_path):
     """crop stage -> cache_features -> evaluate's relation path -> video_scores, against detect."""
     from feature_cache import sha256_file
-    from pipeline.cache_features import cache_features
-    from pipeline.crop import merge, process
-    from pipeline.inference import predict_vertices
-    from pipeline.metrics import video_scores
+    from pipeline.scoring.features import cache_features
+    from pipeline.ingest.cropping import merge, process
+    from pipeline.scoring.inference import predict_vertices
+    from pipeline.scoring.metrics import video_scores
     from pipeline.model_io import load_relation
-    from pipeline.train_relation import load_split
+    from feature_cache import load_split
 
     p = work["params"].model_copy(deep=True)
     p.crop.out_dir = str(tmp_path / "crops")
@@ -170,7 +170,7 @@ def test_same_score_as_the_pipeline_on_the_crop_stage_output(work, result, tmp_p
 
 
 def _phash(p):
-    from pipeline.crop import params_hash
+    from pipeline.ingest.cropping import params_hash
 
     return params_hash(p.clip.frames, p.crop)
 
@@ -211,7 +211,7 @@ def test_write_outputs_folder_layout(tmp_path):
 
 def test_mlflow_model_needs_trust_pickle(capsys, tmp_path):
     from pipeline.cli import main
-    from pipeline.detect import PickleRefused, load_mlflow_model
+    from pipeline.scoring.detect import PickleRefused, load_mlflow_model
 
     with pytest.raises(PickleRefused, match="runs arbitrary code|runs whatever code"):
         load_mlflow_model("runs:/abc/model", trust_pickle=False)

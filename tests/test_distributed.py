@@ -25,8 +25,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline import distributed as dist
-from pipeline.workspace import PROJECT_ROOT, merge_overrides as _merge
+from pipeline.learning import distributed as dist
+from workspace import PROJECT_ROOT, merge_overrides as _merge
 
 F, S = 8, 16  # frames per window, crop side
 TINY = {
@@ -131,7 +131,7 @@ def test_sharded_sampler_union_is_the_single_process_epoch():
 # --------------------------------------------------------------------------- data loading with workers
 def test_loaders_with_workers_match_single_process(tmp_path):
     from feature_cache import FeatureDataset
-    from pipeline.train_encoder import window_loader
+    from pipeline.ingest.clips import window_loader
 
     crops = write_crops(tmp_path / "crops", {"train": _balanced(5)}, windows=2)
     ref = [b for b in window_loader(str(crops), "train", 3, 0, shuffle_gen=torch.Generator().manual_seed(2))]
@@ -150,7 +150,7 @@ def test_loaders_with_workers_match_single_process(tmp_path):
 def _encoder_file(path: Path, p) -> Path:
     from graph_models import build_encoder
     from pipeline.runtime import atomic_torch_save, seed_everything
-    from pipeline.train_encoder import ENCODER_FORMAT
+    from pipeline.learning.encoder import ENCODER_FORMAT
 
     seed_everything(0)
     enc = build_encoder(p.encoder, p.clip)
@@ -162,7 +162,7 @@ def _encoder_file(path: Path, p) -> Path:
 
 def test_sharded_cache_features_merge_equals_single_run(tmp_path):
     from feature_cache import open_cache
-    from pipeline.cache_features import cache_features, merge_shards, shard_path
+    from pipeline.scoring.features import cache_features, merge_shards, shard_path
 
     crops = write_crops(tmp_path / "crops", {"train": _balanced(5), "val": _balanced(2), "test": _balanced(3)},
                         windows=2)
@@ -183,7 +183,7 @@ def test_sharded_cache_features_merge_equals_single_run(tmp_path):
 
 
 def test_merge_refuses_a_missing_shard(tmp_path):
-    from pipeline.cache_features import cache_features, merge_shards
+    from pipeline.scoring.features import cache_features, merge_shards
 
     crops = write_crops(tmp_path / "crops", {"train": _balanced(4)}, windows=1)
     p = _params()
@@ -233,7 +233,7 @@ def test_train_relation_ddp_two_ranks_equals_one_process(tmp_path):
         ws = tmp_path / name
         (ws / "data").mkdir(parents=True)
         (ws / "data" / "features.h5").symlink_to(feats)
-        out = _run_stage(ws, "pipeline.train_relation", {}, nproc)
+        out = _run_stage(ws, "pipeline.stages.train_relation", {}, nproc)
         runs[name] = (ws, out)
     ws1, ws2 = runs["single"][0], runs["ddp"][0]
     m1 = torch.load(ws1 / "models/relation.pt", weights_only=True)
@@ -257,10 +257,10 @@ def test_train_encoder_ddp_two_ranks(tmp_path):
 
     crops = write_crops(tmp_path / "crops", {"train": _balanced(8), "val": _balanced(4)}, windows=2)
     crop = {"crop": {"out_dir": str(crops)}}
-    _run_stage(tmp_path / "single_b8", "pipeline.train_encoder", crop)
-    _run_stage(tmp_path / "single_b4x2", "pipeline.train_encoder",
+    _run_stage(tmp_path / "single_b8", "pipeline.stages.train_encoder", crop)
+    _run_stage(tmp_path / "single_b4x2", "pipeline.stages.train_encoder",
                _merge(crop, {"train_encoder": {"batch_size": 4, "grad_accum": 2}}))
-    _run_stage(tmp_path / "ddp_b8", "pipeline.train_encoder", crop, nproc=2)
+    _run_stage(tmp_path / "ddp_b8", "pipeline.stages.train_encoder", crop, nproc=2)
     ref = build_model(_params())
 
     def last(name):  # the last epoch's weights (the checkpoint), trainable parameters only
@@ -286,10 +286,10 @@ def test_train_relation_never_resumes_a_checkpoint_of_other_features(tmp_path):
     ws = tmp_path / "ws"
     (ws / "data").mkdir(parents=True)
     write_features(ws / "data" / "features.h5", n_train=8, n_val=4, seed=0)
-    first = _run_stage(ws, "pipeline.train_relation", {})
+    first = _run_stage(ws, "pipeline.stages.train_relation", {})
     assert "resuming" not in first.stdout
-    again = _run_stage(ws, "pipeline.train_relation", {})  # same features and params: a finished run resumes
+    again = _run_stage(ws, "pipeline.stages.train_relation", {})  # same features and params: a finished run resumes
     assert "resuming after epoch" in again.stdout
     write_features(ws / "data" / "features.h5", n_train=8, n_val=4, seed=1)
-    changed = _run_stage(ws, "pipeline.train_relation", {})
+    changed = _run_stage(ws, "pipeline.stages.train_relation", {})
     assert "resuming" not in changed.stdout and "ignoring checkpoint" in changed.stdout

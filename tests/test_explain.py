@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.explain import (energy_ratio, gradcam_windows, localisation_metrics, localisation_scores, overlay,
+from pipeline.scoring.explain import (energy_ratio, gradcam_windows, localisation_metrics, localisation_scores, overlay,
                               pointing_game, snippet_masks)
 
 

@@ -1,4 +1,4 @@
-"""pipeline.metrics against hand-computed cases and scikit-learn."""
+"""pipeline.scoring.metrics against hand-computed cases and scikit-learn."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ from scipy.interpolate import interp1d
 from scipy.optimize import brentq
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from pipeline.metrics import (binary_metrics, bootstrap_auc, breakdown, equal_error_rate, roc_points,
+from pipeline.scoring.metrics import (binary_metrics, bootstrap_auc, breakdown, equal_error_rate, roc_points,
                               save_roc_png, threshold_at_eer, video_scores)
 
 
@@ -153,7 +153,7 @@ def test_save_roc_png(tmp_path):
 
 
 def test_vectorised_bootstrap_auc_matches_sklearn_with_ties():
-    from pipeline.metrics import _auc_rows
+    from pipeline.scoring.metrics import _auc_rows
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, (4, 30))

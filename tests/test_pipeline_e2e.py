@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from pipeline.workspace import make_workspace, run_dvc, stages_run
+from workspace import make_workspace, run_dvc, stages_run
 
 pytestmark = pytest.mark.slow
 

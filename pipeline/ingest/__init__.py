@@ -1,0 +1,3 @@
+"""Data in: dataset adapters and the manifest (:mod:`.datasets`), the embedded demo (:mod:`.demo`), video
+decoding (:mod:`.video`), face detection and tracking (:mod:`.faces`), cropping into windows
+(:mod:`.cropping`) and the reader of those windows (:mod:`.clips`)."""

@@ -1,0 +1,133 @@
+"""Reader of the ``crop`` stage output: a torch Dataset over the windows listed in ``index.csv``.
+
+``ClipDataset(crop_dir_or_index_csv, split="train")[i]`` ->
+``dict(clip=uint8 tensor [F, S, S, 3], label=int, dataset, method, video_id, window)``.
+HDF5 files are opened lazily and per process, so it works with ``DataLoader(num_workers > 0)``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from pipeline.learning import distributed as dist
+
+__all__ = ["ClipDataset", "clip_to_tensor", "clip_batch_to_input", "window_loader"]
+
+
+def clip_to_tensor(clip) -> torch.Tensor:
+    """uint8 ``[F, S, S, 3]`` (or batched ``[B, F, S, S, 3]``) -> float ``[3, F, S, S]`` (``[B, 3, F, S, S]``)
+    in [0, 1]."""
+    x = torch.as_tensor(np.asarray(clip) if not isinstance(clip, torch.Tensor) else clip)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    if x.ndim == 4:
+        return x.permute(3, 0, 1, 2).contiguous()
+    if x.ndim == 5:
+        return x.permute(0, 4, 1, 2, 3).contiguous()
+    raise ValueError(f"clip_to_tensor expects [F,S,S,3] or [B,F,S,S,3], got shape {tuple(x.shape)}")
+
+
+class ClipDataset(Dataset):
+    """Windows of face crops. ``source``: the crop folder (holding ``index.csv``) or the index CSV itself."""
+
+    def __init__(self, source: str | Path, split: Optional[str] | list[str] = None,
+                 transform: Optional[Callable] = None, with_masks: bool = False):
+        source = Path(source)
+        index_csv = source / "index.csv" if source.is_dir() else source
+        if not index_csv.exists():
+            raise FileNotFoundError(f"{index_csv}: crop index not found (run the crop stage)")
+        self.root = index_csv.parent
+        df = pd.read_csv(index_csv, dtype={"dataset": str, "method": str, "video_id": str, "split": str,
+                                           "identity": str, "file": str}, keep_default_na=False)
+        if split is not None:
+            splits = [split] if isinstance(split, str) else list(split)
+            df = df[df["split"].isin(splits)]
+        self.index = df.reset_index(drop=True)
+        self.transform = transform
+        self.with_masks = with_masks
+        self._files: dict[str, h5py.File] = {}
+        self._pid: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.index["label"].to_numpy(dtype=np.int64)
+
+    def _file(self, rel: str) -> h5py.File:
+        if self._pid != os.getpid():  # forked worker: never reuse the parent's handles
+            self._files = {}
+            self._pid = os.getpid()
+        f = self._files.get(rel)
+        if f is None:
+            f = h5py.File(self.root / rel, "r")
+            self._files[rel] = f
+        return f
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.index.iloc[int(i)]
+        f = self._file(r["file"])
+        w = int(r["window"])
+        clip = torch.from_numpy(np.ascontiguousarray(f["clips"][w]))
+        if self.transform is not None:
+            clip = self.transform(clip)
+        item = {"clip": clip, "label": int(r["label"]), "dataset": r["dataset"], "method": r["method"],
+                "video_id": r["video_id"], "window": w}
+        if self.with_masks and "masks" in f:
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(f["masks"][w]))
+        return item
+
+    def close(self) -> None:
+        for f in self._files.values():
+            try:
+                f.close()
+            except Exception:
+                pass
+        self._files = {}
+
+    def __getstate__(self):  # picklable for spawn-based workers
+        d = self.__dict__.copy()
+        d["_files"] = {}
+        d["_pid"] = None
+        return d
+
+    def __del__(self):
+        self.close()
+
+
+def clip_batch_to_input(clips: torch.Tensor, device: torch.device, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 [B, F, S, S, 3] -> float [B, 3, F, S, S] in [0, 1]; ``flip`` [B] bool mirrors horizontally.
+
+    Normalisation (mean/std) happens inside the encoder, identically for training and test."""
+    x = clips.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)
+    if flip is not None and bool(flip.any()):
+        x[flip.to(device)] = x[flip.to(device)].flip(-1)
+    return x
+
+
+def window_loader(crop_dir: str, split: str, batch_size: int, num_workers: int,
+                  shuffle_gen: torch.Generator | None = None, *, shard: bool = False,
+                  persistent: bool = False, dataset=None) -> DataLoader:
+    """A DataLoader over the crop windows of ``split``.
+
+    ``shuffle_gen``: shuffle with this generator (the epoch generator). ``shard`` (under torchrun):
+    ``batch_size`` is the global batch and this rank gets its slice of each one
+    (:class:`pipeline.learning.distributed.ShardedBatchSampler`; the permutation is drawn from ``shuffle_gen``
+    exactly as the single-process loader draws it). ``persistent``: keep the worker processes (and
+    their open HDF5 handles) between passes, for a loader iterated every epoch. ``dataset``: an
+    already-built dataset (a ``Subset`` of windows, say) instead of the ``split`` of ``crop_dir``."""
+    ds = ClipDataset(crop_dir, split=split) if dataset is None else dataset
+    workers = {"num_workers": num_workers, "worker_init_fn": dist.seed_worker if num_workers else None,
+               "persistent_workers": bool(persistent and num_workers)}
+    if shard and dist.is_distributed():
+        base = RandomSampler(ds, generator=shuffle_gen) if shuffle_gen is not None else SequentialSampler(ds)
+        sampler = dist.ShardedBatchSampler(BatchSampler(base, batch_size, drop_last=False))
+        return DataLoader(dist.ShardMeta(ds), batch_sampler=sampler, generator=shuffle_gen, **workers)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle_gen is not None, generator=shuffle_gen, **workers)

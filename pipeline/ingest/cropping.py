@@ -1,0 +1,398 @@
+"""Face crops of every video in the manifest, as fixed-length windows: the library behind the ``crop`` stage.
+
+Per video (``crop.out_dir/<dataset>/<method>/<video_id>.h5``, written atomically, see docs/CONTRACTS.md):
+decode (PyAV) -> batched, downscaled MTCNN -> main-face track (IoU, gaps bridged) -> smoothed boxes -> windows
+of ``clip.frames`` consecutive frames inside one track segment (stride ``crop.stride``, default ``clip.frames``,
+at most ``crop.max_windows_per_video``, evenly spread) -> square crops ``image_size``.
+
+A video whose output exists with the current params hash and manifest row is not recomputed (a killed run
+restarts where it stopped). A skipped video (broken, empty, no face, too short) also gets a file, with no
+windows and the reason in its attrs, so it is not retried either until its row (size) or the params change.
+
+The stage's ``--shard i/n`` processes the videos at positions ``i-1 (mod n)`` of the sorted manifest and writes
+``report.shard-i-of-n.json``; ``--merge`` (and a run without ``--shard``) builds ``index.csv`` and
+``report.json`` from the per-video files. The stage fails only when no window at all is left.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import h5py
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.ingest.datasets import MANIFEST_COLUMNS, VIDEO_KEY_COLUMNS, read_manifest
+from pipeline.ingest.faces import (
+    FaceDetector,
+    Segment,
+    crop_window,
+    landmarks_to_crop,
+    smooth_boxes,
+    square_crop,
+    track_main_face,
+)
+from pipeline.ingest.video import ReadStats, VideoError, iter_frames, probe
+from pipeline.runtime import atomic_write, publish
+
+__all__ = ["SCHEMA_VERSION", "MANIFEST_COLUMNS", "INDEX_COLUMNS", "params_hash", "row_signature", "output_path",
+           "select_windows", "crop_video", "read_report", "process", "merge", "load_manifest", "totals",
+           "write_text_atomic"]
+
+SCHEMA_VERSION = 1
+INDEX_COLUMNS = ["dataset", "method", "video_id", "label", "split", "identity", "file", "window"]
+_KEY = list(VIDEO_KEY_COLUMNS)
+# fields of CropParams that do not change the crops (not part of the hash)
+_NOT_HASHED = {"out_dir", "detect_batch"}
+
+
+# --------------------------------------------------------------------------- identity of an output
+def params_hash(clip_frames: int, crop) -> str:
+    d = {k: v for k, v in crop.model_dump(mode="json").items() if k not in _NOT_HASHED}
+    d["clip_frames"] = int(clip_frames)
+    d["schema_version"] = SCHEMA_VERSION
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _row_dict(row) -> dict:
+    d = dict(row.items()) if hasattr(row, "items") else dict(row)
+    out = {}
+    for k in MANIFEST_COLUMNS:
+        v = d.get(k, "")
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            v = ""
+        out[k] = v
+    out["label"] = int(out["label"])
+    out["size_bytes"] = str(out["size_bytes"])
+    for k in out:
+        if k != "label":
+            out[k] = str(out[k])
+    return out
+
+
+def row_signature(row) -> str:
+    """The manifest fields whose change re-runs a video (everything of the row)."""
+    return json.dumps(_row_dict(row), sort_keys=True)
+
+
+def output_path(out_dir: str | Path, row) -> Path:
+    r = _row_dict(row)
+    return Path(out_dir) / r["dataset"] / r["method"] / f"{r['video_id']}.h5"
+
+
+def read_report(path: str | Path, phash: Optional[str] = None, rsig: Optional[str] = None) -> Optional[dict]:
+    """The report stored in an output file if it is complete and matches ``phash``/``rsig``; else None."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            if phash is not None and a.get("params_hash") != phash:
+                return None
+            if rsig is not None and a.get("row") != rsig:
+                return None
+            rep = json.loads(a["report"])
+            rep["windows"] = int(f["clips"].shape[0]) if "clips" in f else 0
+            return rep
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------- windows
+def select_windows(segments: list[Segment], frames: int, stride: Optional[int] = None,
+                   max_windows: Optional[int] = None) -> list[tuple[int, int]]:
+    """``(segment index, offset in segment)`` of every window of ``frames`` consecutive frames inside one
+    segment, offsets 0, stride, 2*stride...; at most ``max_windows`` evenly spread over the candidates."""
+    stride = stride or frames
+    cands = [(si, off) for si, s in enumerate(segments) for off in range(0, len(s) - frames + 1, stride)]
+    if max_windows is not None and len(cands) > max_windows:
+        pick = np.unique(np.round(np.linspace(0, len(cands) - 1, max_windows)).astype(int))
+        cands = [cands[i] for i in pick]
+    return cands
+
+
+# --------------------------------------------------------------------------- one video
+def _resolve_mask(mask_path: str, video_path: str) -> Optional[Path]:
+    if not mask_path:
+        return None
+    p = Path(mask_path)
+    if p.exists():
+        return p
+    q = Path(video_path).parent / mask_path
+    return q if q.exists() else p
+
+
+def _write_h5(out_path: Path, attrs: dict, clips, lms, boxes, fidx, masks, S: int, F: int,
+              compression: int) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in glob.glob(str(out_path.parent / f".{out_path.name}.tmp*")):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.tmp")
+    os.close(fd)
+    try:
+        W = len(clips)
+        with h5py.File(tmp, "w") as f:
+            gz = dict(compression="gzip", compression_opts=compression) if compression > 0 else {}
+            f.create_dataset("clips", data=np.asarray(clips, np.uint8).reshape(W, F, S, S, 3),
+                             chunks=(1, F, S, S, 3), maxshape=(None, F, S, S, 3), **gz)
+            f.create_dataset("landmarks", data=np.asarray(lms, np.float32).reshape(W, F, 5, 2))
+            f.create_dataset("boxes", data=np.asarray(boxes, np.float32).reshape(W, F, 4))
+            f.create_dataset("frame_index", data=np.asarray(fidx, np.int64).reshape(W, F))
+            if masks is not None:
+                f.create_dataset("masks", data=np.asarray(masks, np.uint8).reshape(W, F, S, S),
+                                 chunks=(1, F, S, S), maxshape=(None, F, S, S), **gz)
+            for k, v in attrs.items():
+                f.attrs[k] = v
+        publish(tmp, out_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detector: Optional[FaceDetector] = None,
+               device: Optional[str] = "cpu", phash: Optional[str] = None) -> dict:
+    """Crop one manifest row into ``out_path`` (always written, with zero windows when skipped).
+
+    Returns the report: frames_read, frames_with_face, track_frames, segments, windows, skipped (reason naming
+    the file, or None), read_error (a truncated file's decoding error), seconds.
+    """
+    t0 = time.time()
+    cp = crop_params
+    F, S = int(clip_frames), int(cp.image_size)
+    r = _row_dict(row)
+    out_path = Path(out_path)
+    path = r["path"]
+    phash = phash or params_hash(F, cp)
+    rep: dict[str, Any] = {k: r[k] for k in _KEY}
+    rep.update(path=path, fps=0.0, frames_read=0, frames_with_face=0, track_frames=0, segments=0, windows=0,
+               skipped=None, read_error=None, mask_error=None)
+    clips: list = []
+    lms_out: list = []
+    boxes_out: list = []
+    fidx_out: list = []
+    masks_out: Optional[list] = None
+
+    def finish() -> dict:
+        rep["windows"] = len(clips)
+        rep["seconds"] = round(time.time() - t0, 3)
+        attrs = {"dataset": r["dataset"], "method": r["method"], "video_id": r["video_id"], "label": r["label"],
+                 "split": r["split"], "identity": r["identity"], "source": path, "fps": float(rep["fps"]),
+                 "params_hash": phash, "row": row_signature(r), "schema_version": SCHEMA_VERSION,
+                 "clip_frames": F, "image_size": S, "params": json.dumps(cp.model_dump(mode="json"), sort_keys=True),
+                 "skipped": rep["skipped"] or "", "report": json.dumps(rep, sort_keys=True)}
+        _write_h5(out_path, attrs, clips, lms_out, boxes_out, fidx_out, masks_out, S, F, cp.compression)
+        return rep
+
+    # ---- pass 0: can it be opened at all?
+    try:
+        info = probe(path)
+        rep["fps"] = float(info.fps)
+    except VideoError as exc:
+        rep["skipped"] = f"unreadable: {exc}"
+        return finish()
+
+    # ---- pass 1: detection (streamed, bounded memory)
+    if detector is None:
+        detector = FaceDetector.from_params(cp, device=device)
+    stats = ReadStats()
+    try:
+        det = detector.detect_stream(iter_frames(path, max_frames=cp.max_frames, stats=stats))
+    except VideoError as exc:
+        rep["skipped"] = f"unreadable: {exc}"
+        return finish()
+    n = stats.frames_read
+    rep["frames_read"] = n
+    rep["read_error"] = stats.error
+    if stats.error is None and info.frames and n < info.frames and cp.max_frames is None:
+        rep["read_error"] = f"{path}: read {n} of {info.frames} frames (truncated or corrupt file?)"
+    if n == 0:
+        rep["skipped"] = f"no decodable frame in {path}" + (f" ({stats.error})" if stats.error else "")
+        return finish()
+    rep["frames_with_face"] = int(sum(bool((p >= cp.min_confidence).any()) for p in det.probs))
+    segments = track_main_face(det, cp.iou_threshold, cp.max_gap, cp.min_confidence)
+    rep["segments"] = len(segments)
+    rep["track_frames"] = int(sum(len(s) for s in segments))
+    if not segments:
+        rep["skipped"] = f"no face found in {path} ({n} frames read)"
+        return finish()
+    wins = select_windows(segments, F, cp.stride, cp.max_windows_per_video)
+    if not wins:
+        longest = max(len(s) for s in segments)
+        rep["skipped"] = (f"too short: no track segment of {F} frames in {path} (longest {longest} frames, "
+                          f"{rep['frames_with_face']} frames with a face of {n} read)")
+        return finish()
+
+    # ---- per-frame crop geometry from the smoothed track
+    geo: dict[int, tuple] = {}  # frame -> (window, box, landmarks in source px)
+    for si, off in wins:
+        seg = segments[si]
+        sm = smooth_boxes(seg.boxes, cp.smooth)
+        for j in range(off, off + F):
+            fr = seg.start + j
+            if fr not in geo:
+                geo[fr] = (crop_window(sm[j], cp.margin), sm[j], seg.landmarks[j])
+
+    # masks (demo fakes)
+    mask_arr = None
+    mpath = _resolve_mask(r["mask_path"], path)
+    if mpath is not None:
+        try:
+            with np.load(mpath) as z:
+                mask_arr = np.asarray(z["masks"], np.uint8)
+            if mask_arr.ndim != 3:
+                raise ValueError(f"expected masks [F,H,W], got shape {mask_arr.shape}")
+        except Exception as exc:
+            rep["mask_error"] = f"{mpath}: {exc}"
+            mask_arr = None
+
+    # ---- pass 2: decode again, crop the frames the windows need
+    crops: dict[int, tuple] = {}
+    last = max(geo)
+    for fr, frame in enumerate(iter_frames(path, max_frames=min(n, last + 1))):
+        g = geo.get(fr)
+        if g is None:
+            continue
+        win, box, lm = g
+        img = square_crop(frame, box, cp.margin, S, window=win)
+        lmc = landmarks_to_crop(lm, box, cp.margin, S, window=win)
+        m = None
+        if mask_arr is not None:
+            H, W = frame.shape[:2]
+            mk = mask_arr[fr] if fr < len(mask_arr) else np.zeros((H, W), np.uint8)
+            if mk.shape != (H, W):
+                mk = np.asarray(Image.fromarray(mk).resize((W, H), Image.NEAREST))
+            m = square_crop(mk, box, cp.margin, S, resample=Image.NEAREST, window=win)
+        crops[fr] = (img, lmc, np.asarray(box, np.float32), m)
+    if mask_arr is not None:
+        masks_out = []
+    for si, off in wins:
+        start = segments[si].start + off
+        frs = list(range(start, start + F))
+        if any(f not in crops for f in frs):  # second decode ended early (should not happen)
+            continue
+        clips.append(np.stack([crops[f][0] for f in frs]))
+        lms_out.append(np.stack([crops[f][1] for f in frs]))
+        boxes_out.append(np.stack([crops[f][2] for f in frs]))
+        fidx_out.append(np.asarray(frs, np.int64))
+        if masks_out is not None:
+            masks_out.append(np.stack([crops[f][3] for f in frs]))
+    if not clips:
+        rep["skipped"] = f"decoding of {path} failed on the second pass"
+    return finish()
+
+
+# --------------------------------------------------------------------------- stage
+def load_manifest(path: str | Path) -> pd.DataFrame:
+    """The manifest (checked by :func:`pipeline.ingest.datasets.read_manifest`) in the stable crop order."""
+    return read_manifest(path).sort_values(_KEY, kind="stable").reset_index(drop=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def totals(videos: list[dict]) -> dict:
+    return {
+        "videos": len(videos),
+        "videos_with_windows": sum(v.get("windows", 0) > 0 for v in videos),
+        "skipped": sum(bool(v.get("skipped")) for v in videos),
+        "windows": int(sum(v.get("windows", 0) for v in videos)),
+        "frames_read": int(sum(v.get("frames_read", 0) for v in videos)),
+        "frames_with_face": int(sum(v.get("frames_with_face", 0) for v in videos)),
+        "computed": sum(v.get("status") == "computed" for v in videos),
+        "cached": sum(v.get("status") == "cached" for v in videos),
+    }
+
+
+def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = "cpu",
+            progress: bool = True) -> list[dict]:
+    """Crop every row (skipping up-to-date outputs); returns the per-video reports."""
+
+    phash = params_hash(clip_frames, crop)
+    detector = None
+    reports = []
+    bar = tqdm(list(rows.iterrows()), desc="crop", unit="video", disable=not progress, file=sys.stderr)
+    for _, row in bar:
+        out = output_path(crop.out_dir, row)
+        bar.set_postfix_str(f"{row['dataset']}/{row['method']}/{row['video_id']}", refresh=False)
+        rep = read_report(out, phash, row_signature(row))
+        if rep is not None:
+            rep["status"] = "cached"
+        else:
+            if detector is None:
+                detector = FaceDetector.from_params(crop, device=device)
+            try:
+                rep = crop_video(row, clip_frames, crop, out, detector=detector, phash=phash)
+            except Exception as exc:  # one bad video never stops the others
+                rep = {k: str(row[k]) for k in _KEY}
+                rep.update(path=str(row["path"]), frames_read=0, frames_with_face=0, windows=0,
+                           skipped=f"error while cropping {row['path']}: {type(exc).__name__}: {exc}")
+                try:
+                    if out.exists():
+                        out.unlink()
+                except OSError:
+                    pass
+            rep["status"] = "computed"
+        reports.append(rep)
+    return reports
+
+
+def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
+          extra: Optional[list[dict]] = None) -> tuple[pd.DataFrame, dict]:
+    """Build and write ``index.csv`` and ``report.json`` from the per-video files (+ shard reports)."""
+    out_dir = Path(out_dir)
+    known: dict[tuple, dict] = {}
+    for sp in sorted(out_dir.glob("report.shard-*-of-*.json")):
+        try:
+            data = json.loads(sp.read_text())
+        except Exception:
+            continue
+        if data.get("params_hash") != phash:
+            continue
+        for v in data.get("videos", []):
+            known[tuple(v[k] for k in _KEY)] = v
+    for v in extra or []:
+        known[tuple(v[k] for k in _KEY)] = v
+    index_rows, videos = [], []
+    for _, row in manifest.iterrows():
+        key = tuple(str(row[k]) for k in _KEY)
+        out = output_path(out_dir, row)
+        rep = read_report(out, phash, row_signature(row))
+        if rep is None:
+            prev = known.get(key)
+            rep = dict(prev) if prev else {**dict(zip(_KEY, key)), "path": str(row["path"]), "frames_read": 0,
+                                            "frames_with_face": 0, "skipped": f"not processed: no crop of "
+                                            f"{row['path']} for the current params"}
+            rep["windows"] = 0
+            rep.setdefault("status", "missing")
+        else:
+            rep["status"] = known.get(key, {}).get("status", "cached")
+        videos.append(rep)
+        rel = out.relative_to(out_dir).as_posix()
+        for w in range(int(rep["windows"])):
+            index_rows.append({"dataset": key[0], "method": key[1], "video_id": key[2], "label": int(row["label"]),
+                               "split": str(row["split"]), "identity": str(row["identity"]), "file": rel,
+                               "window": w})
+    index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS)
+    report = {"params_hash": phash, "totals": totals(videos), "videos": videos}
+    write_text_atomic(out_dir / "index.csv", index.to_csv(index=False))
+    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=1, sort_keys=True))
+    return index, report

@@ -1,0 +1,84 @@
+"""Dataset adapters: turn the datasets on disk into one manifest (one row per video).
+
+Each ``DatasetSpec.type`` has an adapter module (:mod:`.plain`, :mod:`.ffpp`, :mod:`.celebdf`,
+:mod:`.dfdc`) whose docstring states its layout and split rules. :func:`build_manifest` runs them,
+applies ``test_only``, sorts the rows by (dataset, method, video_id) and runs
+:func:`~.splits.check_leaks`, so a leaking manifest is never written. The same seed and the same
+files always give the identical manifest.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from pipeline.params import DatasetSpec
+from pipeline.runtime import atomic_write
+from .celebdf import build_celebdf
+from .common import MANIFEST_COLUMNS, SPLITS, VIDEO_KEY_COLUMNS, rows_to_frame
+from .dfdc import build_dfdc
+from .ffpp import build_ffpp
+from .plain import build_plain
+from .splits import assign_group_splits, check_leaks
+
+__all__ = ["MANIFEST_COLUMNS", "VIDEO_KEY_COLUMNS", "SPLITS", "ADAPTERS", "build_dataset",
+           "build_manifest", "read_manifest", "write_manifest", "check_leaks", "assign_group_splits"]
+
+#: ``DatasetSpec.type`` -> adapter ``(spec, seed) -> DataFrame`` with :data:`MANIFEST_COLUMNS`.
+ADAPTERS: dict[str, Callable[[DatasetSpec, int], pd.DataFrame]] = {
+    "plain": build_plain, "ffpp": build_ffpp, "celebdf": build_celebdf, "dfdc": build_dfdc,
+}
+
+
+def build_dataset(spec: DatasetSpec, seed: int) -> pd.DataFrame:
+    """Rows of one dataset; a missing root is an error naming the dataset and the path."""
+    root = Path(spec.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset '{spec.name}' (type {spec.type}): root folder not found: {root}")
+    df = ADAPTERS[spec.type](spec, seed)
+    if spec.test_only:
+        df["split"] = "test"
+    if df.empty:
+        raise ValueError(f"dataset '{spec.name}' (type {spec.type}): no videos found under {root}")
+    return df
+
+
+def build_manifest(specs: list[DatasetSpec], seed: int) -> pd.DataFrame:
+    """The manifest of all configured datasets, sorted by (dataset, method, video_id), leak-checked."""
+    frames = [build_dataset(spec, seed) for spec in specs]
+    df = pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
+    df = df.sort_values(list(VIDEO_KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
+    check_leaks(df, {spec.name: spec.type for spec in specs})
+    return df[list(MANIFEST_COLUMNS)]
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest CSV, keeping ids as strings ("000" stays "000") and checking its columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path} (run `python -m pipeline.manifest`)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: manifest is missing columns {missing} "
+                         f"(expected {list(MANIFEST_COLUMNS)}, found {list(df.columns)})")
+    bad = sorted(set(df["split"]) - set(SPLITS))
+    if bad:
+        raise ValueError(f"{path}: unknown split values {bad} (allowed: {list(SPLITS)})")
+    dup = df.duplicated(list(VIDEO_KEY_COLUMNS))
+    if dup.any():
+        raise ValueError(f"{path}: repeated (dataset, method, video_id): "
+                         f"{df.loc[dup, list(VIDEO_KEY_COLUMNS)].head(3).values.tolist()}")
+    return df.astype({"label": "int64", "size_bytes": "int64"})
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
+    """Write the manifest atomically: a temp file in the same folder, then ``os.replace``."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"cannot write manifest {path}: missing columns {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as f:
+        df[list(MANIFEST_COLUMNS)].to_csv(f, index=False)

@@ -1,0 +1,143 @@
+"""Training the encoder (backbone + STA) jointly with a relation head (Eq. 12): the library behind the
+``train_encoder`` stage.
+
+The full MRL model (encoder + its own relation head, with the masking settings of
+``train_encoder.mask``, separate from the ``mask.*`` swept later) is trained on the face-crop windows;
+the epoch is selected on the validation split (video-level AUC). :func:`encoder_payload` turns the result
+into the ``models/encoder.pt`` dict: plain tensors and JSON-able metadata, loadable with
+``torch.load(weights_only=True)``.
+
+Under torchrun ``train_encoder.batch_size`` stays the global batch (each rank takes its slice of every
+global batch of the single-process epoch), BatchNorm becomes SyncBatchNorm on CUDA, and rank 0 validates
+(see :mod:`pipeline.learning.distributed`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from feature_cache import sha256_file
+from graph_models import build_model, mrl_loss
+from pipeline.ingest.clips import clip_batch_to_input, window_loader
+from pipeline.learning import distributed as dist
+from pipeline.learning.training import FitResult, fit, video_metrics, window_predictions
+from pipeline.model_card import crop_config_from_params
+from pipeline.params import Params
+from pipeline.runtime import autocast, params_digest, resolve_device, seed_everything
+
+__all__ = ["ENCODER_FORMAT", "EncoderTraining", "stage_params", "predict_windows", "crops_fingerprint",
+           "train_encoder", "encoder_payload", "best_val_metrics"]
+
+ENCODER_FORMAT = "mrl-encoder/1"
+
+
+def stage_params(p: Params) -> dict:
+    """The params the encoder depends on (as declared in dvc.yaml)."""
+    return {"seed": p.seed, "clip": p.clip.model_dump(), "encoder": p.encoder.model_dump(),
+            "train_encoder": p.train_encoder.model_dump(), "crop": {"image_size": p.crop.image_size}}
+
+
+def _keys(batch: dict) -> pd.DataFrame:
+    return pd.DataFrame({k: [x if isinstance(x, str) else int(x) for x in batch[k]]
+                         for k in ("dataset", "method", "video_id", "window")}
+                        ).assign(label=[int(x) for x in batch["label"]])
+
+
+@torch.no_grad()
+def predict_windows(model, loader: DataLoader, device: torch.device) -> pd.DataFrame:
+    """Window-level predictions of a full MRL model over a loader (eval mode, no augmentation)."""
+    model.eval()
+    keys, logits = [], []
+    for batch in loader:
+        with autocast(device):
+            out, _ = model(clip_batch_to_input(batch["clip"], device))
+        logits.append(out.float().cpu())
+        keys.append(_keys(batch))
+    if not keys:
+        return pd.DataFrame(columns=["dataset", "method", "video_id", "window", "label", "prob"])
+    return window_predictions(pd.concat(keys, ignore_index=True), logits)
+
+
+def crops_fingerprint(crop_dir: str | Path) -> str:
+    """Identity of the crops a checkpoint was trained on: a checkpoint of other crops is never resumed."""
+    files = [Path(crop_dir) / "index.csv", Path(crop_dir) / "report.json"]
+    return ",".join(sha256_file(f) if f.exists() else "-" for f in files)
+
+
+@dataclass
+class EncoderTraining:
+    """What :func:`train_encoder` returns: the model at its best epoch and the training record."""
+    model: torch.nn.Module
+    fit: FitResult
+    train_windows: int
+    val_windows: int
+
+
+def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
+                  log_epoch: Callable[[dict, int], None] = lambda m, e: None) -> EncoderTraining:
+    """Train the encoder with its relation head; checkpoints go to ``run_dir`` (resumed when they match)."""
+    crop_dir = str(crop_dir)
+    seed_everything(p.seed)
+    device = dist.device_for(resolve_device(p.device))
+    te = p.train_encoder
+    model = build_model(p)
+    val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers, persistent=True)
+    if len(val_loader.dataset) == 0:
+        raise RuntimeError(f"{crop_dir}: no validation windows; model selection needs a val split")
+    n_train = len(window_loader(crop_dir, "train", 1, 0).dataset)
+    if n_train == 0:
+        raise RuntimeError(f"{crop_dir}: no training windows")
+
+    def train_batches(gen):
+        return window_loader(crop_dir, "train", te.batch_size, te.num_workers, shuffle_gen=gen, shard=True)
+
+    def step(model, batch, gen):
+        meta = dist.batch_meta(batch)
+        if meta is None:
+            flip = torch.rand(len(batch["label"]), generator=gen) < te.flip_prob
+        else:  # draw for the whole global batch, as one process does, and keep this rank's slice
+            gn, off, _ = meta
+            flip = (torch.rand(gn, generator=gen) < te.flip_prob)[off:off + len(batch["label"])]
+        x = clip_batch_to_input(batch["clip"], device, flip)
+        logits, enc = model(x)
+        y = batch["label"].to(device).float()
+        return mrl_loss(logits.float(), y, enc, te.lambda_od, te.lambda_tc, te.od_variant, te.tc_variant)
+
+    def validate(model):
+        w = predict_windows(model, val_loader, device)
+        y = torch.tensor(w["label"].to_numpy(), dtype=torch.float32)
+        pr = torch.tensor(w["prob"].to_numpy(), dtype=torch.float32).clamp(1e-7, 1 - 1e-7)
+        loss = float(torch.nn.functional.binary_cross_entropy(pr, y))
+        return {"val_loss": loss, **video_metrics(w)}
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=p.seed,
+              device=device, checkpoint=Path(run_dir) / "checkpoint.pt",
+              digest=params_digest({**stage_params(p), "data": crops_fingerprint(crop_dir)}),
+              log_epoch=log_epoch, desc="train_encoder")
+    model.load_state_dict(res.best_state)
+    return EncoderTraining(model, res, n_train, len(val_loader.dataset))
+
+
+def encoder_payload(p: Params, result: EncoderTraining) -> dict:
+    """The ``models/encoder.pt`` dict: the best encoder weights, its head, and what inference must reproduce."""
+    state = result.fit.best_state
+    return {"format": ENCODER_FORMAT,
+            "state_dict": {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")},
+            "encoder": p.encoder.model_dump(), "clip": p.clip.model_dump(),
+            "image_size": p.crop.image_size, "crop": crop_config_from_params(p),
+            "out_dim": int(result.model.encoder.out_dim), "heads": int(p.encoder.heads),
+            "best_epoch": result.fit.best_epoch,
+            "head_state_dict": {k[len("relation."):]: v for k, v in state.items() if k.startswith("relation.")},
+            "head": p.train_encoder.relation.model_dump(), "head_mask": p.train_encoder.mask.model_dump()}
+
+
+def best_val_metrics(res: FitResult) -> dict:
+    """The validation metrics of the selected epoch."""
+    return {k: v for k, v in res.best_metrics.items() if k.startswith("val_")}
+

@@ -1,0 +1,70 @@
+"""Every file and folder a DVC stage declares, defined once.
+
+``dvc.yaml`` lists the same paths (``tests/test_layout.py`` checks that its deps and outs agree with
+:data:`STAGE_OUTPUTS` and :data:`STAGE_INPUTS`); the stages and the libraries import them from here and
+never from each other. Paths are relative to the repository root (DVC runs every stage there). The three
+folders that are also params (``demo.out_dir``, ``data.manifest``, ``crop.out_dir``) default to the
+values below, and ``params.yaml`` must keep them so (also tested).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEMO_DIR", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
+           "STAGES", "run_dir", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS"]
+
+# data
+DEMO_DIR = Path("data/demo")                 # demo: real and generated fake clips, masks, splits.csv
+MANIFEST = Path("data/manifest.csv")         # manifest: one row per video
+CROPS = Path("data/crops")                   # crop: HDF5 face windows, index.csv, report.json
+FEATURES = Path("data/features.h5")          # cache_features: per-snippet vertices
+
+# models
+ENCODER = Path("models/encoder.pt")          # train_encoder: backbone + STA (+ its relation head)
+RELATION = Path("models/relation.pt")        # train_relation: masked edges + GConv-GRU + MLP
+
+# reports
+SCORES = Path("reports/video_scores.csv")    # evaluate: one row per test video
+ROC_JSON = Path("plots/roc.json")
+ROC_PNG = Path("plots/roc.png")
+
+#: The DVC stages in pipeline order; ``pipeline/stages/<name>.py`` is each one's entry point.
+STAGES = ("demo", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate")
+
+
+def run_dir(stage: str) -> Path:
+    """The persistent run folder of a tracked stage (checkpoint, MLflow run id); kept out of DVC's run cache."""
+    return Path("runs") / stage
+
+
+def metrics_file(stage: str) -> Path:
+    return Path("metrics") / f"{stage}.json"
+
+
+def plots_file(stage: str) -> Path:
+    """Per-epoch history of a training stage (CSV, one row per epoch)."""
+    return Path("plots") / f"{stage}.csv"
+
+
+#: What each stage writes (outs, metrics and plots in dvc.yaml).
+STAGE_OUTPUTS: dict[str, list[Path]] = {
+    "demo": [DEMO_DIR],
+    "manifest": [MANIFEST],
+    "crop": [CROPS],
+    "train_encoder": [ENCODER, run_dir("train_encoder"), metrics_file("train_encoder"), plots_file("train_encoder")],
+    "cache_features": [FEATURES],
+    "train_relation": [RELATION, run_dir("train_relation"), metrics_file("train_relation"),
+                       plots_file("train_relation")],
+    "evaluate": [SCORES, run_dir("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
+}
+
+#: The data and models each stage reads (its non-code deps in dvc.yaml).
+STAGE_INPUTS: dict[str, list[Path]] = {
+    "demo": [],
+    "manifest": [DEMO_DIR],
+    "crop": [MANIFEST],
+    "train_encoder": [CROPS],
+    "cache_features": [ENCODER, CROPS],
+    "train_relation": [FEATURES, ENCODER],
+    "evaluate": [RELATION, ENCODER, FEATURES, CROPS],
+}

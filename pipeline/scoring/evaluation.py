@@ -1,0 +1,85 @@
+"""Video-level evaluation of the trained relation learner on the test split: the library behind ``evaluate``.
+
+A video's score is the mean of its windows' fake probabilities, keyed by (dataset, method, video_id).
+:func:`evaluate` reports AUC (with a stratified bootstrap interval), ACC at the threshold chosen on
+VALIDATION (the EER point stored in the relation file; ``evaluate.threshold`` overrides it), EER and AP,
+overall, per dataset (cross-dataset results when several datasets are configured) and per manipulation
+method (each method against the real videos of its dataset).
+
+Localisation (paper Sec. IV-F): Grad-CAM of the full model (encoder + relation learner) on the test FAKE
+windows whose crops carry manipulation masks (the demo fakes), scored by the pointing game and the share of
+heatmap energy inside the mask (:mod:`pipeline.scoring.explain`); reported under ``"localisation"``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from feature_cache import load_split, sha256_file
+from pipeline.model_io import load_encoder, load_relation
+from pipeline.params import Params
+from pipeline.runtime import resolve_device, seed_everything
+from pipeline.scoring.explain import localisation_metrics
+from pipeline.scoring.inference import predict_vertices
+from pipeline.scoring.metrics import binary_metrics, bootstrap_auc, breakdown, roc_points, video_scores
+
+__all__ = ["Evaluation", "evaluate", "localisation"]
+
+
+@dataclass
+class Evaluation:
+    """``result``: the metrics dict (``test``, ``per_dataset``, ``per_method``, ``localisation``);
+    ``videos``: one row per test video with ``score`` and ``pred``; ``roc``: DVC plot rows; ``curves``:
+    name -> (labels, scores) for the ROC figure."""
+    result: dict
+    videos: pd.DataFrame
+    roc: list
+    curves: dict
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
+
+
+def localisation(relation, device, encoder_path: Path, crop_dir: Path) -> dict:
+    """Grad-CAM localisation metrics on the test fakes with masks (None metrics and a note when impossible)."""
+    if not Path(encoder_path).exists() or not (Path(crop_dir) / "index.csv").exists():
+        return {"pointing_game": None, "energy_inside": None, "mask_area": None, "snippets": 0, "windows": 0,
+                "note": f"needs {encoder_path} and {crop_dir}/index.csv"}
+    encoder, _ = load_encoder(encoder_path, device)
+    return localisation_metrics(encoder, relation, crop_dir, "test", device)
+
+
+def evaluate(p: Params, features: Path, relation_path: Path, encoder_path: Path, crop_dir: Path) -> Evaluation:
+    seed_everything(p.seed)
+    device = resolve_device(p.device)
+    relation, meta = load_relation(relation_path, device)
+    expect = sha256_file(encoder_path) if Path(encoder_path).exists() else None
+    if expect and meta.get("encoder_sha256") and meta["encoder_sha256"] != expect:
+        raise RuntimeError(f"{relation_path}: trained on features of another encoder; re-run train_relation")
+    x, _, keys = load_split(features, "test", expect)
+    if x is None:
+        raise RuntimeError(f"{features}: no test windows to evaluate")
+    threshold = p.evaluate.threshold if p.evaluate.threshold is not None else meta["threshold"]
+    windows = predict_vertices(relation, x, keys, device)
+    vids = video_scores(windows)
+    y, s = vids["label"].to_numpy(), vids["score"].to_numpy()
+    overall = _clean(binary_metrics(y, s, threshold))
+    lo, hi = bootstrap_auc(y, s, p.evaluate.bootstrap, p.evaluate.ci, p.seed) if p.evaluate.bootstrap else (None, None)
+    overall.update(auc_ci_low=lo, auc_ci_high=hi, ci=p.evaluate.ci, threshold=float(threshold),
+                   windows=int(len(windows)))
+    result = {"test": overall,
+              "per_dataset": breakdown(vids, "dataset", threshold),
+              "per_method": breakdown(vids, "method", threshold),
+              "localisation": localisation(relation, device, encoder_path, crop_dir)}
+    curves = {"test (all)": (y, s)}
+    if vids["dataset"].nunique() > 1:
+        for name, g in vids.groupby("dataset"):
+            curves[f"test {name}"] = (g["label"].to_numpy(), g["score"].to_numpy())
+    rows = []
+    for name, (yy, ss) in curves.items():
+        if len(set(yy.tolist())) == 2:
+            rows += [{**r, "curve": name} for r in roc_points(yy, ss)]
+    return Evaluation(result, vids.assign(pred=(vids["score"] >= threshold).astype(int)), rows, curves)
