@@ -40,7 +40,7 @@ from .tgt_compat import import_tgt, tgt_available
 
 __all__ = ["normalized_adjacency", "adjacency", "graph_conv", "gru_update", "DenseGConvGRUCell",
            "DenseGConvGRU", "DenseGCN", "NoGraph", "complete_graph", "batch_complete_graph",
-           "TemporalCell", "build_cell", "tgt_available"]
+           "TemporalCell", "build_cell", "tgt_available", "nonnegative_edges"]
 
 
 # --------------------------------------------------------------------------- equations
@@ -186,6 +186,16 @@ class NoGraph(nn.Module):
 
 
 # --------------------------------------------------------------------------- torch-geometric-temporal cells
+def nonnegative_edges(edges: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Edge weights for the torch-geometric-temporal cells: ``softplus(E) * eta``.
+
+    softplus is increasing, so a larger E is a stronger edge and a kept negative entry stays weaker than
+    a kept positive one (taking ``|E|`` would flip it into a strong edge); masked entries (``eta = 0``)
+    are exactly 0, and every kept entry keeps a gradient."""
+    w = torch.nn.functional.softplus(edges)
+    return w if mask is None else w * mask
+
+
 def complete_graph(n: int, self_loops: bool = True, device=None) -> Tensor:
     """``edge_index [2, n*n]`` (``n*(n-1)`` without self loops) of all ordered pairs, row 0 the
     source j, row 1 the target i; edge ``k = i*n + j`` (with self loops) is ``j -> i`` and carries ``E[i, j]``."""
@@ -241,8 +251,13 @@ class TemporalCell(nn.Module):
         self.cells = nn.ModuleList(cells)
 
     def forward(self, vertices: Tensor, edges: Tensor) -> Tensor:
+        """``edges``: NON-NEGATIVE weights ``[N, N]`` (ChebConv's and GCNConv's normalisations need them),
+        e.g. :func:`nonnegative_edges` of the learnable E; a small floor keeps every degree positive."""
         b, t, n, _ = vertices.shape
-        edge_index, edge_weight = batch_complete_graph(edges.abs() + self.weight_floor, b, self_loops=True)
+        if bool((edges < 0).any()):
+            raise ValueError("torch-geometric-temporal cells need non-negative edge weights; "
+                             "pass nonnegative_edges(E, mask) (softplus keeps the order of E, masked edges 0)")
+        edge_index, edge_weight = batch_complete_graph(edges + self.weight_floor, b, self_loops=True)
         seq = [x.reshape(b * n, -1) for x in vertices.unbind(1)]
         for cell in self.cells:
             h = seq[0].new_zeros(b * n, self.out_channels)

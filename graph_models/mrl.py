@@ -10,14 +10,14 @@ Algorithm 2 in shapes::
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from .backbones import build_backbone
-from .gconv_gru import adjacency, build_cell
-from .masking import mask_edges
+from .gconv_gru import adjacency, build_cell, nonnegative_edges
+from .masking import edge_mask
 from .sta import STA
 
 __all__ = ["EncoderOutput", "Encoder", "RelationLearner", "MRLModel", "build_encoder",
@@ -84,25 +84,41 @@ class Encoder(nn.Module):
 
 
 class RelationLearner(nn.Module):
-    """Masked relation learner: learnable edges ``E [N, N]`` (Gaussian init), masking, a relation
-    cell over the snippets, and the graph classifier (flatten N*C' -> MLP -> one logit).
+    """Masked relation learner: learnable edges ``E [N, N]``, masking, a relation cell over the
+    snippets, and the graph classifier (flatten N*C' -> MLP -> one logit).
 
     Args:
         in_dim (int): C. heads (int): N. cell (nn.Module): see :func:`graph_models.gconv_gru.build_cell`.
         adjacency_mode: ``'raw'`` (paper) / ``'normalized'`` (authors' code) for the dense cells.
-        mask_strategy, mask_rate: Eq. 6 / 7 (``'none'`` off). mask_in_inference: keep masking in
-            eval mode (RQ2 ablation). mlp_hidden, dropout: the classifier.
+        mask_strategy, mask_rate: Eq. 6 / 7 (``'none'`` off).
+        mask_in_inference: what evaluation multiplies E by. ``False``: nothing (the paper: the mask is a
+            training device); ``True``: a mask drawn as in training (RQ2 ablation); ``'expected'``: the
+            expected mask, ``E[eta]`` (minimal: the same deterministic mask as in training; random: 1 - p),
+            so evaluation sees the graph training saw.
+        mask_schedule: ``'step'`` draws a new mask at every training forward pass; ``'epoch'`` once per
+            epoch (Algorithm 2), renewed by :meth:`new_epoch`.
+        edge_init: ``'gaussian'`` (Sec. III-C, ``E ~ N(0, 1)``), ``'ones'`` (every edge equal: minimal
+            masking then keeps all of them until E has learnt an order) or ``'binary'`` (random 0/1, the
+            authors' code).
+        mlp_hidden, dropout: the classifier.
 
-    ``forward(vertices [B, T, N, C]) -> logits [B]``. A new random mask is drawn at every call.
+    ``forward(vertices [B, T, N, C]) -> logits [B]``.
     """
 
     def __init__(self, in_dim: int, heads: int, cell: nn.Module, adjacency_mode: str = "raw",
-                 mask_strategy: str = "minimal", mask_rate: float = 0.5, mask_in_inference: bool = False,
-                 mlp_hidden: int = 256, dropout: float = 0.5) -> None:
+                 mask_strategy: str = "minimal", mask_rate: float = 0.5,
+                 mask_in_inference: Union[bool, str] = False, mlp_hidden: int = 256, dropout: float = 0.5,
+                 edge_init: str = "gaussian", mask_schedule: str = "step") -> None:
         super().__init__()
+        if mask_in_inference not in (False, True, "expected"):
+            raise ValueError(f"mask_in_inference must be False, True or 'expected', got {mask_in_inference!r}")
+        if mask_schedule not in ("step", "epoch"):
+            raise ValueError(f"mask_schedule must be 'step' or 'epoch', got {mask_schedule!r}")
         self.in_dim, self.heads, self.cell = in_dim, heads, cell
         self.adjacency_mode = adjacency_mode
         self.mask_strategy, self.mask_rate, self.mask_in_inference = mask_strategy, mask_rate, mask_in_inference
+        self.mask_schedule, self.edge_init = mask_schedule, edge_init
+        self._epoch_mask: Optional[Tensor] = None
         self.edges = nn.Parameter(torch.empty(heads, heads))
         feat = heads * cell.out_channels
         self.classifier = nn.Sequential(nn.Linear(feat, mlp_hidden), nn.ReLU(inplace=True),
@@ -110,24 +126,54 @@ class RelationLearner(nn.Module):
         self.reset_edges()
 
     def reset_edges(self) -> None:
-        """``E ~ N(0, 1)`` (Sec. III-C: a Gaussian random matrix)."""
-        nn.init.normal_(self.edges)
+        """Initialise E as ``edge_init`` says (see the class docstring)."""
+        with torch.no_grad():
+            if self.edge_init == "gaussian":
+                nn.init.normal_(self.edges)
+            elif self.edge_init == "ones":
+                self.edges.fill_(1.0)
+            elif self.edge_init == "binary":
+                self.edges.copy_(torch.bernoulli(torch.full_like(self.edges, 0.5)))
+            else:
+                raise ValueError(f"edge_init must be 'gaussian', 'ones' or 'binary', got {self.edge_init!r}")
+        self._epoch_mask = None
+
+    def new_epoch(self) -> None:
+        """Forget the epoch's mask (``mask_schedule='epoch'``); the next training forward draws a new one."""
+        self._epoch_mask = None
 
     @property
     def dense_cell(self) -> bool:
         return not hasattr(self.cell, "kind")
 
+    def edge_indicator(self) -> Optional[Tensor]:
+        """The 0/1 (or expected) mask ``eta`` this forward pass multiplies E by; None for no masking."""
+        if self.mask_strategy == "none":
+            return None
+        if self.training:
+            if self.mask_schedule == "epoch":
+                if self._epoch_mask is None or self._epoch_mask.device != self.edges.device:
+                    self._epoch_mask = edge_mask(self.edges, self.mask_rate, self.mask_strategy)
+                return self._epoch_mask
+            return edge_mask(self.edges, self.mask_rate, self.mask_strategy)
+        if self.mask_in_inference is True:
+            return edge_mask(self.edges, self.mask_rate, self.mask_strategy)
+        if self.mask_in_inference == "expected":
+            if self.mask_strategy == "random":
+                return torch.full_like(self.edges.detach(), 1.0 - self.mask_rate)
+            return edge_mask(self.edges, self.mask_rate, self.mask_strategy)
+        return None
+
     def masked_edges(self) -> Tensor:
-        """Eq. 1: ``eta * E`` in training mode (or always with ``mask_in_inference``), else ``E``."""
-        if self.training or self.mask_in_inference:
-            return mask_edges(self.edges, self.mask_rate, self.mask_strategy)
-        return self.edges
+        """Eq. 1: ``eta * E`` (``E`` where :meth:`edge_indicator` is None)."""
+        eta = self.edge_indicator()
+        return self.edges if eta is None else self.edges * eta
 
     def relation_features(self, vertices: Tensor) -> Tensor:
         """The last hidden graph ``H^T [B, N, C']`` (before flattening)."""
-        e = self.masked_edges()
-        adj = adjacency(e, self.adjacency_mode) if self.dense_cell else e
-        return self.cell(vertices, adj)
+        if self.dense_cell:
+            return self.cell(vertices, adjacency(self.masked_edges(), self.adjacency_mode))
+        return self.cell(vertices, nonnegative_edges(self.edges, self.edge_indicator()))
 
     def forward(self, vertices: Tensor) -> Tensor:
         if vertices.dim() != 4 or vertices.size(2) != self.heads or vertices.size(3) != self.in_dim:
@@ -136,7 +182,8 @@ class RelationLearner(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"heads={self.heads}, adjacency={self.adjacency_mode!r}, mask={self.mask_strategy!r}@"
-                f"{self.mask_rate}, mask_in_inference={self.mask_in_inference}")
+                f"{self.mask_rate}/{self.mask_schedule}, mask_in_inference={self.mask_in_inference}, "
+                f"edge_init={self.edge_init!r}")
 
 
 class MRLModel(nn.Module):
@@ -162,10 +209,11 @@ def build_encoder(encoder, clip) -> Encoder:
 
 def build_relation(in_dim: int, heads: int, relation, mask) -> RelationLearner:
     """``RelationLearner`` from ``RelationParams`` (cell, hidden, layers, adjacency, cheb_k,
-    mlp_hidden, dropout) and ``MaskParams`` (strategy, rate, in_inference)."""
+    mlp_hidden, dropout, edge_init) and ``MaskParams`` (strategy, rate, in_inference, schedule)."""
     cell = build_cell(relation.cell, in_dim, relation.hidden, relation.layers, relation.cheb_k)
     return RelationLearner(in_dim, heads, cell, relation.adjacency, mask.strategy, mask.rate,
-                           mask.in_inference, relation.mlp_hidden, relation.dropout)
+                           mask.in_inference, relation.mlp_hidden, relation.dropout,
+                           getattr(relation, "edge_init", "gaussian"), getattr(mask, "schedule", "step"))
 
 
 def build_model(params) -> MRLModel:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -160,7 +160,18 @@ class EncoderParams(_Section):
 class MaskParams(_Section):
     strategy: Literal["minimal", "random", "none"] = "minimal"
     rate: float = Field(0.5, ge=0.0, le=1.0)
-    in_inference: bool = Field(False, description="RQ2 ablation: keep masking at evaluation")
+    in_inference: Union[bool, Literal["expected"]] = Field(
+        False, description="evaluation: false = unmasked E (paper), true = a mask drawn as in training (RQ2 "
+                           "ablation), expected = E times the expected mask (the graph training saw)")
+    schedule: Literal["step", "epoch"] = Field(
+        "step", description="draw the mask at every training step, or once per epoch (Algorithm 2)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strict_rate(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("rate"), bool):
+            raise ValueError(f"'rate' must be a number in [0, 1], got {data['rate']!r}")
+        return data
 
 
 class RelationParams(_Section):
@@ -168,6 +179,8 @@ class RelationParams(_Section):
     hidden: int = Field(128, ge=1, le=4096)
     layers: int = Field(1, ge=1, le=8)
     adjacency: Literal["raw", "normalized"] = "raw"
+    edge_init: Literal["gaussian", "ones", "binary"] = Field(
+        "gaussian", description="E at initialisation: gaussian (paper), ones, binary (authors' code)")
     cheb_k: int = Field(2, ge=1, le=8, description="K of torch-geometric-temporal GConvGRU")
     mlp_hidden: int = Field(256, ge=1, le=8192)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
@@ -188,6 +201,8 @@ class TrainEncoderParams(OptimParams):
     lambda_od: float = Field(0.75, ge=0.0)
     lambda_tc: float = Field(0.75, ge=0.0)
     od_variant: Literal["paper", "cosine"] = "paper"
+    od_reduction: Literal["pairs", "sum"] = Field(
+        "pairs", description="L_od of Eq. 4 per vertex pair (default, measured) or summed as written ('sum')")
     tc_variant: Literal["paper", "l1"] = "paper"
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
     mask: MaskParams = Field(default_factory=MaskParams)

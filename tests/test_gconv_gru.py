@@ -17,8 +17,8 @@ from torch_geometric.nn.dense import DenseGCNConv
 
 from graph_models.gconv_gru import (DenseGCN, DenseGConvGRU, DenseGConvGRUCell, NoGraph, adjacency,
                                     batch_complete_graph, build_cell, complete_graph, graph_conv,
-                                    gru_update, normalized_adjacency, tgt_available)
-from graph_models.masking import mask_edges
+                                    gru_update, nonnegative_edges, normalized_adjacency, tgt_available)
+from graph_models.masking import edge_mask, mask_edges
 
 torch.set_num_threads(1)
 needs_tgt = pytest.mark.skipif(not tgt_available(),
@@ -172,7 +172,7 @@ def test_tgt_cells_forward_backward_reach_E(kind):
     torch.manual_seed(6)
     cell = build_cell(kind, 3, 4, layers=2, cheb_k=2)
     e = torch.randn(5, 5, requires_grad=True)
-    out = cell(torch.randn(2, 3, 5, 3), mask_edges(e, 0.3, "minimal"))
+    out = cell(torch.randn(2, 3, 5, 3), nonnegative_edges(e, edge_mask(e, 0.3, "minimal")))
     assert out.shape == (2, 5, 4) and torch.isfinite(out).all()
     out.pow(2).sum().backward()
     assert e.grad is not None and torch.isfinite(e.grad).all() and e.grad.abs().sum() > 0
@@ -213,7 +213,19 @@ def test_tgt_cells_finite_when_a_vertex_loses_all_edges(kind):
     e = torch.rand(4, 4) + 0.1
     e[2] = -1.0                                                        # row 2 is the minimum -> masked
     e.requires_grad_(True)
-    masked = mask_edges(e, 0.5, "minimal")
+    masked = nonnegative_edges(e, edge_mask(e, 0.5, "minimal"))
     assert (masked[2] == 0).all()
     cell(torch.randn(2, 3, 4, 3), masked).pow(2).sum().backward()
     assert torch.isfinite(e.grad).all() and (e.grad[2] == 0).all() and e.grad.abs().sum() > 0
+
+
+@needs_tgt
+def test_tgt_cells_refuse_negative_weights_and_keep_the_order_of_E():
+    """Regression: the tgt cells took |E|, so a kept edge of -3 became a strong edge of weight 3."""
+    cell = build_cell("tgcn", 3, 4)
+    e = torch.tensor([[0.0, -3.0], [2.0, 0.0]])
+    with pytest.raises(ValueError, match="non-negative"):
+        cell(torch.randn(1, 2, 2, 3), e)
+    w = nonnegative_edges(e, torch.ones(2, 2))
+    assert (w > 0).all() and w[0, 1] < w[0, 0] < w[1, 0]                # softplus is increasing: order kept
+    assert nonnegative_edges(e, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))[0, 1] == 0  # masked stays 0

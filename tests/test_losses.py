@@ -84,3 +84,16 @@ def test_eq12_total_and_switches():
         mrl_loss(logits, y, enc, od_variant="gram")
     with pytest.raises(ValueError):
         mrl_loss(logits, y, enc, tc_variant="l2")
+
+
+def test_od_pairs_reduction_is_the_sum_divided_by_the_ordered_pairs():
+    torch.manual_seed(3)
+    v = torch.nn.functional.normalize(torch.randn(2, 3, 5, 7), dim=-1)
+    s = orthogonal_diversity_loss(v, "sum")
+    assert torch.isclose(orthogonal_diversity_loss(v, "pairs"), s / 20)
+    # by hand for collinear unit vertices: every off-diagonal cosine is 1 -> sum N(N-1), pairs 1
+    ones = torch.nn.functional.normalize(torch.ones(1, 1, 5, 4), dim=-1)
+    assert torch.isclose(orthogonal_diversity_loss(ones, "sum"), torch.tensor(20.0))
+    assert torch.isclose(orthogonal_diversity_loss(ones, "pairs"), torch.tensor(1.0))
+    with pytest.raises(ValueError):
+        orthogonal_diversity_loss(v, "mean")

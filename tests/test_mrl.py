@@ -201,3 +201,60 @@ def test_paper_size_forward_backward():
     mrl_loss(logits, torch.tensor([1]), enc)["total"].backward()
     assert model.relation.edges.grad is not None
     print(f"paper-size forward+backward: {time.time() - t0:.1f} s")
+
+
+def _relation(**over):
+    from pipeline.params import MaskParams, RelationParams
+    rel = {"cell": "dense_gru", "hidden": 4, "mlp_hidden": 4, "dropout": 0.0}
+    mask = {"strategy": "minimal", "rate": 0.5}
+    for k, v in over.items():
+        (mask if k in MaskParams.model_fields else rel)[k] = v
+    return build_relation(3, 5, RelationParams(**rel), MaskParams(**mask))
+
+
+def test_edge_init_options():
+    torch.manual_seed(0)
+    assert (_relation(edge_init="ones").edges == 1).all()
+    b = _relation(edge_init="binary").edges
+    assert set(b.unique().tolist()) <= {0.0, 1.0}
+    g = _relation(edge_init="gaussian").edges
+    assert len(g.unique()) == 25
+
+
+def test_ones_init_minimal_masking_keeps_every_edge_until_E_has_an_order():
+    rel = _relation(edge_init="ones").train()
+    assert torch.equal(rel.masked_edges(), torch.ones(5, 5))
+
+
+def test_masked_edges_and_the_evaluation_graph():
+    torch.manual_seed(1)
+    rel = _relation()                                  # minimal 0.5, gaussian
+    e = rel.edges.detach()
+    kept = (e >= e.min() + (e.max() - e.min()) * 0.5).float()
+    rel.train()
+    assert torch.equal(rel.masked_edges().detach(), e * kept)
+    rel.eval()
+    assert torch.equal(rel.masked_edges().detach(), e)  # paper: unmasked at evaluation
+    rel.mask_in_inference = "expected"
+    assert torch.equal(rel.masked_edges().detach(), e * kept)  # minimal: the training graph
+    rnd = _relation(strategy="random", rate=0.25, in_inference="expected").eval()
+    assert torch.allclose(rnd.masked_edges().detach(), rnd.edges.detach() * 0.75)
+
+
+def test_epoch_schedule_draws_one_mask_per_epoch():
+    torch.manual_seed(2)
+    step = _relation(strategy="random", rate=0.5).train()
+    assert not torch.equal(step.edge_indicator(), step.edge_indicator())
+    ep = _relation(strategy="random", rate=0.5, schedule="epoch").train()
+    first = ep.edge_indicator()
+    assert torch.equal(first, ep.edge_indicator())
+    ep.new_epoch()
+    assert not torch.equal(first, ep.edge_indicator())
+
+
+def test_minimal_masked_entries_get_no_gradient_and_kept_ones_do():
+    torch.manual_seed(3)
+    rel = _relation().train()
+    eta = rel.edge_indicator()
+    rel(torch.randn(4, 2, 5, 3)).sum().backward()
+    assert (rel.edges.grad[eta == 0] == 0).all() and (rel.edges.grad[eta == 1] != 0).any()

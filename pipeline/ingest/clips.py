@@ -85,7 +85,7 @@ class ClipDataset(Dataset):
         return item
 
     def close(self) -> None:
-        for f in self._files.values():
+        for f in getattr(self, "_files", {}).values():  # also when __init__ failed before _files existed
             try:
                 f.close()
             except Exception:

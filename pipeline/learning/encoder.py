@@ -106,7 +106,8 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
         x = clip_batch_to_input(batch["clip"], device, flip)
         logits, enc = model(x)
         y = batch["label"].to(device).float()
-        return mrl_loss(logits.float(), y, enc, te.lambda_od, te.lambda_tc, te.od_variant, te.tc_variant)
+        return mrl_loss(logits.float(), y, enc, te.lambda_od, te.lambda_tc, te.od_variant, te.tc_variant,
+                        te.od_reduction)
 
     def validate(model):
         w = predict_windows(model, val_loader, device)

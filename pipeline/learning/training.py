@@ -116,6 +116,9 @@ def fit(
         t0 = time.time()
         gen = epoch_generator(seed, epoch)
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))  # masking draws etc.
+        for m in model.modules():  # per-epoch state, e.g. the epoch's edge mask (mask.schedule: epoch)
+            if callable(getattr(m, "new_epoch", None)):
+                m.new_epoch()
         model.train()
         sums: dict = {}
         n = 0
