@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["make_video", "encode_video"]
+__all__ = ["make_video", "encode_video", "write_crop_dir"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -36,3 +36,25 @@ def make_video(path: str | Path, frames: int = 4, size: int = 32, seed: int = 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_video(frames, size, seed))
     return path
+
+
+def write_crop_dir(root: str | Path, videos: list[tuple[str, str, int, np.ndarray]]) -> Path:
+    """A crop folder in the ``crop`` stage's layout (docs/CONTRACTS.md): one HDF5 file per video holding
+    ``clips`` uint8 [W, F, S, S, 3], and ``index.csv``. ``videos``: (split, method, label, clips) each."""
+    import h5py
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    for k, (split, method, label, clips) in enumerate(videos):
+        vid = f"v{k:03d}"
+        rel = f"demo/{method}/{vid}.h5"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(root / rel, "w") as f:
+            f.create_dataset("clips", data=clips, chunks=(1,) + clips.shape[1:], compression="gzip",
+                             compression_opts=1)
+            f.attrs.update(dataset="demo", method=method, video_id=vid, label=label, split=split)
+        rows += [{"dataset": "demo", "method": method, "video_id": vid, "label": label, "split": split,
+                  "identity": vid, "file": rel, "window": w} for w in range(len(clips))]
+    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
+    return root

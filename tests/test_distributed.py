@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,6 +25,7 @@ import torch
 import yaml
 
 from pipeline.learning import distributed as dist
+from helpers import write_crop_dir
 from workspace import PROJECT_ROOT, merge_overrides as _merge
 
 F, S = 8, 16  # frames per window, crop side
@@ -44,29 +44,18 @@ TINY = {
 
 # --------------------------------------------------------------------------- tiny data
 def write_crops(root: Path, videos: dict, windows: int = 2, seed: int = 0) -> Path:
-    """Crop HDF5 files in the docs/CONTRACTS.md layout (random uint8 clips) and index.csv.
+    """Crop files (random uint8 clips; fakes with a halved red channel, a learnable difference).
 
     ``videos``: {split: [(method, label), ...]}; every video gets ``windows`` windows."""
     rng = np.random.default_rng(seed)
-    rows = []
-    k = 0
+    items = []
     for split, vids in videos.items():
         for method, label in vids:
-            vid = f"v{k:03d}"
-            k += 1
-            rel = f"demo/{method}/{vid}.h5"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            with h5py.File(root / rel, "w") as f:
-                clips = rng.integers(0, 256, (windows, F, S, S, 3), dtype=np.uint8)
-                if label:  # a learnable difference between real and fake
-                    clips[..., 0] = clips[..., 0] // 2
-                f.create_dataset("clips", data=clips, chunks=(1, F, S, S, 3), compression="gzip", compression_opts=1)
-                f.attrs.update(dataset="demo", method=method, video_id=vid, label=label, split=split)
-            for w in range(windows):
-                rows.append({"dataset": "demo", "method": method, "video_id": vid, "label": label, "split": split,
-                             "identity": vid, "file": rel, "window": w})
-    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
-    return root
+            clips = rng.integers(0, 256, (windows, F, S, S, 3), dtype=np.uint8)
+            if label:
+                clips[..., 0] = clips[..., 0] // 2
+            items.append((split, method, label, clips))
+    return write_crop_dir(root, items)
 
 
 def _balanced(n_videos: int):
