@@ -5,7 +5,8 @@ and ``mean``/``std`` (the fixed input normalisation of its pretraining data, app
 :class:`graph_models.mrl.Encoder`).
 
 - ``mc3_18``: torchvision's MC3-18 (paper), stem + layer1..layer4 without pooling and fc.
-  Kinetics-400 weights are loaded when their file is present; nothing is ever downloaded.
+  Kinetics-400 weights: ``encoder.pretrained`` ``auto`` (the torch hub cache file if present, else random
+  weights, said once), ``kinetics400`` (torchvision's weights API: downloads when online), a path, or ``none``.
 - ``small3d``: a narrow 3-stage 3D CNN for CPU runs (64 px, D = 8).
 - ``resnet18_2d``: torchvision ResNet-18 trunk applied to every frame (image-based variant, RQ3).
 """
@@ -21,7 +22,8 @@ from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.models.video import MC3_18_Weights, mc3_18
 
-__all__ = ["KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN", "IMAGENET_STD", "resolve_weights",
+__all__ = ["KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN", "IMAGENET_STD", "WEIGHT_NAMES", "hub_file",
+           "resolve_weights", "load_pretrained",
            "MC3Backbone", "Small3DBackbone", "ResNet2DBackbone", "build_backbone"]
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -38,26 +40,37 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
-def resolve_weights(pretrained: Optional[str], url: str, name: str) -> Optional[Path]:
-    """The weight file to load, or None (random initialisation).
+#: ``encoder.pretrained`` names that load through torchvision's weights API (downloading when online).
+WEIGHT_NAMES = {"mc3_18": ("kinetics400", MC3_18_Weights.KINETICS400_V1),
+                "resnet18_2d": ("imagenet1k", ResNet18_Weights.IMAGENET1K_V1)}
 
-    ``'auto'``: torchvision's file name (basename of ``url``) in ``torch.hub.get_dir()/checkpoints``;
-    when absent, warns once that ``name`` starts from random weights. A path: that file (must
-    exist). None / ``''`` / ``'none'``: random, silently. Never downloads.
+
+def hub_file(url: str) -> Path:
+    """Where torchvision keeps (and looks for) the weight file of ``url``: ``torch.hub.get_dir()/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def resolve_weights(pretrained: Optional[str], url: str, name: str) -> Optional[Path]:
+    """The weight file to load, or None (random initialisation). Never downloads.
+
+    ``'auto'``: torchvision's file (:func:`hub_file`) when present; when absent, warns once that ``name``
+    starts from random weights. A path: that file (must exist). None / ``''`` / ``'none'``: random, silently.
+    The named weights (``'kinetics400'``, ``'imagenet1k'``) are handled by :func:`load_pretrained`.
     """
     if pretrained is None or str(pretrained).lower() in ("", "none", "null", "false"):
         return None
     if pretrained == "auto":
-        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        path = hub_file(url)
         if path.is_file():
             return path
-        _warn_once(name, f"{name}: pretrained weights not found at {path} (nothing is downloaded); "
-                         f"the backbone STARTS FROM RANDOM WEIGHTS. Put the file there or set "
-                         f"encoder.pretrained to its path.")
+        _warn_once(name, f"{name}: pretrained weights not found at {path} (nothing is downloaded with "
+                         f"encoder.pretrained=auto); the backbone STARTS FROM RANDOM WEIGHTS. Put the file there, "
+                         f"set encoder.pretrained to its path, or to {WEIGHT_NAMES[name][0]!r} to download it.")
         return None
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{name}: encoder.pretrained={pretrained!r} is not a file")
+        raise FileNotFoundError(f"{name}: encoder.pretrained={pretrained!r} is not a file (nor one of auto, none, "
+                                f"{WEIGHT_NAMES[name][0]})")
     return path
 
 
@@ -66,6 +79,31 @@ def _load_state(model: nn.Module, path: Path) -> None:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     model.load_state_dict(state)
+
+
+def load_pretrained(net: nn.Module, pretrained: Optional[str], name: str) -> Optional[Path]:
+    """Load ``encoder.pretrained`` into the torchvision model ``net``; returns the file used (None: random).
+
+    ``'kinetics400'`` (mc3_18) / ``'imagenet1k'`` (resnet18_2d) go through torchvision's own weights API
+    (``Weights.get_state_dict``): the file in the torch hub cache when present, else a download (with
+    torchvision's hash check), which fails offline with an error that says where to put the file.
+    ``'auto'``, a path or ``'none'``: :func:`resolve_weights`."""
+    key, weights = WEIGHT_NAMES[name]
+    if pretrained == key:
+        target = hub_file(weights.url)
+        try:
+            state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError; a hash mismatch a RuntimeError
+            raise RuntimeError(
+                f"{name}: encoder.pretrained={key!r} could not get {weights.url} ({type(exc).__name__}: {exc}). "
+                f"Offline, download it elsewhere and put it at {target} (or set encoder.pretrained to the "
+                f"file's path)") from None
+        net.load_state_dict(state)
+        return target
+    path = resolve_weights(pretrained, weights.url, name)
+    if path is not None:
+        _load_state(net, path)
+    return path
 
 
 class MC3Backbone(nn.Module):
@@ -78,9 +116,7 @@ class MC3Backbone(nn.Module):
     def __init__(self, pretrained: Optional[str] = "auto") -> None:
         super().__init__()
         net = mc3_18(weights=None)
-        self.weights_path = resolve_weights(pretrained, MC3_18_Weights.KINETICS400_V1.url, "mc3_18")
-        if self.weights_path is not None:
-            _load_state(net, self.weights_path)
+        self.weights_path = load_pretrained(net, pretrained, "mc3_18")
         self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.stem, net.layer1, net.layer2, net.layer3, net.layer4)
 
@@ -128,9 +164,7 @@ class ResNet2DBackbone(nn.Module):
     def __init__(self, pretrained: Optional[str] = "auto") -> None:
         super().__init__()
         net = resnet18(weights=None)
-        self.weights_path = resolve_weights(pretrained, ResNet18_Weights.IMAGENET1K_V1.url, "resnet18_2d")
-        if self.weights_path is not None:
-            _load_state(net, self.weights_path)
+        self.weights_path = load_pretrained(net, pretrained, "resnet18_2d")
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
@@ -150,6 +184,9 @@ def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 1
     if name == "mc3_18":
         return MC3Backbone(pretrained)
     if name == "small3d":
+        if pretrained not in (None, "auto", "none", ""):
+            raise ValueError(f"encoder.pretrained={pretrained!r}: no pretrained weights exist for small3d "
+                             f"(use auto or none)")
         return Small3DBackbone(width)
     if name == "resnet18_2d":
         return ResNet2DBackbone(pretrained)

@@ -1,16 +1,20 @@
 """The ``mrl`` command (``pyproject.toml``: ``mrl = "pipeline.cli:main"``; also ``python -m pipeline.cli``).
 
     mrl detect VIDEO_OR_FOLDER [...] [options]     score videos, optionally with Grad-CAM heatmaps
+    mrl results                                   where the last run's results are, and how to open MLflow
 
 The DVC stages keep their own entry points (``python -m pipeline.stages.<stage>``, run by ``dvc repro``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Optional, Sequence
 
+from pipeline import paths
 from pipeline.scoring import detect
+from pipeline.tracking import tracking_uri
 
 __all__ = ["build_parser", "main"]
 
@@ -22,7 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
                        description=detect.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     detect.add_arguments(d)
     d.set_defaults(func=detect.run)
+    r = sub.add_parser("results", help="where the results of the last run are, and how to open the MLflow UI")
+    r.set_defaults(func=results)
     return ap
+
+
+def results(args: argparse.Namespace) -> int:
+    """Print the test result of the last ``dvc repro``, its files and the command that opens the MLflow UI."""
+    metrics = paths.metrics_file("evaluate")
+    if metrics.exists():
+        t = json.loads(metrics.read_text())["test"]
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"results: test video AUC {fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] "
+              f"({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {fmt(t.get('acc'))}")
+        print(f"results: {metrics}, {paths.ROC_PNG}, {paths.SCORES}, {paths.metrics_file('train_encoder')}, "
+              f"{paths.metrics_file('train_relation')}; compare experiments: dvc exp show")
+    else:
+        print(f"results: {metrics} does not exist yet: run `dvc repro` first")
+    uri = tracking_uri()
+    print(f"results: MLflow UI: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

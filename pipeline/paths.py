@@ -28,8 +28,9 @@ SCORES = Path("reports/video_scores.csv")    # evaluate: one row per test video
 ROC_JSON = Path("plots/roc.json")
 ROC_PNG = Path("plots/roc.png")
 
-#: The DVC stages in pipeline order; ``pipeline/stages/<name>.py`` is each one's entry point.
-STAGES = ("demo", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate")
+#: The DVC stages in pipeline order (``baseline`` is a side branch off ``crop``); ``pipeline/stages/<name>.py``
+#: is each one's entry point.
+STAGES = ("demo", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline")
 
 
 def run_dir(stage: str) -> Path:
@@ -56,6 +57,7 @@ STAGE_OUTPUTS: dict[str, list[Path]] = {
     "train_relation": [RELATION, run_dir("train_relation"), metrics_file("train_relation"),
                        plots_file("train_relation")],
     "evaluate": [SCORES, run_dir("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
+    "baseline": [metrics_file("baseline")],
 }
 
 #: The data and models each stage reads (its non-code deps in dvc.yaml).
@@ -67,4 +69,5 @@ STAGE_INPUTS: dict[str, list[Path]] = {
     "cache_features": [ENCODER, CROPS],
     "train_relation": [FEATURES, ENCODER],
     "evaluate": [RELATION, ENCODER, FEATURES, CROPS],
+    "baseline": [CROPS],
 }

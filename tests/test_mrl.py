@@ -258,3 +258,36 @@ def test_minimal_masked_entries_get_no_gradient_and_kept_ones_do():
     eta = rel.edge_indicator()
     rel(torch.randn(4, 2, 5, 3)).sum().backward()
     assert (rel.edges.grad[eta == 0] == 0).all() and (rel.edges.grad[eta == 1] != 0).any()
+
+
+def test_pretrained_kinetics400_loads_through_torchvisions_weights_api(tmp_path, monkeypatch):
+    """The download branch without a network: torchvision's hub directory holds the file, so its
+    weights API (hash check included) loads it instead of downloading."""
+    import hashlib
+    import urllib.error
+
+    from torchvision.models.video import MC3_18_Weights, mc3_18
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    torch.manual_seed(11)
+    ref = mc3_18(weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    target = backbones.hub_file(MC3_18_Weights.KINETICS400_V1.url)
+    torch.save(ref.state_dict(), target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    # torchvision checks the file against the hash prefix in its name: name a copy after our file's hash
+    url = MC3_18_Weights.KINETICS400_V1.url.replace("a90a0ba3", digest[:8])
+    monkeypatch.setattr(MC3_18_Weights.KINETICS400_V1.value, "url", url)
+    target.rename(backbones.hub_file(url))
+    loaded = backbones.MC3Backbone("kinetics400")
+    assert loaded.weights_path == backbones.hub_file(url)
+    assert torch.equal(loaded.layer4[1].conv2[0].weight, ref.layer4[1].conv2[0].weight)
+
+    backbones.hub_file(url).unlink()                   # offline and no file: a clear error, no traceback soup
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(RuntimeError, match=r"kinetics400.*put it at .*checkpoints"):
+        backbones.MC3Backbone("kinetics400")
+    with pytest.raises(ValueError, match="small3d"):
+        backbones.build_backbone("small3d", "kinetics400")
