@@ -205,6 +205,9 @@ class TrainEncoderParams(OptimParams):
         "pairs", description="L_od of Eq. 4 per vertex pair (default, measured) or summed as written ('sum')")
     tc_variant: Literal["paper", "l1"] = "paper"
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
+    augment: bool = Field(False, description="colour, crop jitter, blur, JPEG re-compression, drawn once per window")
+    pseudo_fake_prob: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of real training windows replaced by self-blended pseudo-fakes (SBI)")
     mask: MaskParams = Field(default_factory=MaskParams)
     relation: RelationParams = Field(default_factory=RelationParams)
 

@@ -42,9 +42,11 @@ ENCODER = {
     "no regularisers (lambda 0/0)": {"train_encoder": {"lambda_od": 0.0, "lambda_tc": 0.0}},
     "authors' code losses (cosine/l1), lambda 0.75/0.75": {"train_encoder": {"od_variant": "cosine",
                                                                              "tc_variant": "l1"}},
-    "L_od per pair + head edges init ones, expected mask at eval": {
-        "train_encoder": {"od_reduction": "pairs", "relation": {"edge_init": "ones"},
-                          "mask": {"in_inference": "expected"}}},
+    "L_od per pair + augmentation": {"train_encoder": {"od_reduction": "pairs", "augment": True}},
+    "L_od per pair + augmentation + SBI pseudo-fakes 0.5": {
+        "train_encoder": {"od_reduction": "pairs", "augment": True, "pseudo_fake_prob": 0.5}},
+    "paper-literal + augmentation + SBI pseudo-fakes 0.5": {
+        "train_encoder": {"od_reduction": "sum", "augment": True, "pseudo_fake_prob": 0.5}},
 }
 RELATION = {
     "paper: gaussian E, minimal 0.5 every step, unmasked eval": {"relation": {"edge_init": "gaussian"},
@@ -117,8 +119,19 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="substrings of candidate names to run")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--out", default="reports/candidates")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="params for every run, e.g. train_encoder.epochs=30 (YAML values)")
     args = ap.parse_args(argv)
     base = yaml.safe_load(Path(args.params).read_text())
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        node = {}
+        cur = node
+        *path, last = key.split(".")
+        for k in path:
+            cur = cur.setdefault(k, {})
+        cur[last] = yaml.safe_load(value)
+        base = merge(base, node)
     crops = load_params(args.params).crop.out_dir
     torch.set_num_threads(2)
     rows = []

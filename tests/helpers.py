@@ -38,9 +38,11 @@ def make_video(path: str | Path, frames: int = 4, size: int = 32, seed: int = 0)
     return path
 
 
-def write_crop_dir(root: str | Path, videos: list[tuple[str, str, int, np.ndarray]]) -> Path:
+def write_crop_dir(root: str | Path, videos: list[tuple[str, str, int, np.ndarray]],
+                   landmarks: np.ndarray | None = None) -> Path:
     """A crop folder in the ``crop`` stage's layout (docs/CONTRACTS.md): one HDF5 file per video holding
-    ``clips`` uint8 [W, F, S, S, 3], and ``index.csv``. ``videos``: (split, method, label, clips) each."""
+    ``clips`` uint8 [W, F, S, S, 3], and ``index.csv``. ``videos``: (split, method, label, clips) each;
+    ``landmarks`` [5, 2] (crop pixels): stored for every frame of every window."""
     import h5py
     import pandas as pd
 
@@ -54,6 +56,9 @@ def write_crop_dir(root: str | Path, videos: list[tuple[str, str, int, np.ndarra
             f.create_dataset("clips", data=clips, chunks=(1,) + clips.shape[1:], compression="gzip",
                              compression_opts=1)
             f.attrs.update(dataset="demo", method=method, video_id=vid, label=label, split=split)
+            if landmarks is not None:
+                f.create_dataset("landmarks", data=np.broadcast_to(
+                    np.asarray(landmarks, np.float32), clips.shape[:2] + (5, 2)).copy())
         rows += [{"dataset": "demo", "method": method, "video_id": vid, "label": label, "split": split,
                   "identity": vid, "file": rel, "window": w} for w in range(len(clips))]
     pd.DataFrame(rows).to_csv(root / "index.csv", index=False)

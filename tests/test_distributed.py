@@ -277,8 +277,8 @@ def test_train_relation_never_resumes_a_checkpoint_of_other_features(tmp_path):
     write_features(ws / "data" / "features.h5", n_train=8, n_val=4, seed=0)
     first = _run_stage(ws, "pipeline.stages.train_relation", {})
     assert "resuming" not in first.stdout
-    again = _run_stage(ws, "pipeline.stages.train_relation", {})  # same features and params: a finished run resumes
-    assert "resuming after epoch" in again.stdout
+    again = _run_stage(ws, "pipeline.stages.train_relation", {})  # a forced re-run of a finished run trains again
+    assert "resuming" not in again.stdout and "training again from scratch" in again.stdout
     write_features(ws / "data" / "features.h5", n_train=8, n_val=4, seed=1)
     changed = _run_stage(ws, "pipeline.stages.train_relation", {})
     assert "resuming" not in changed.stdout and "ignoring checkpoint" in changed.stdout

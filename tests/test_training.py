@@ -72,7 +72,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
     ref, mref = _run(tmp_path, "ref")
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, "killed", crash_at=3)  # dies during epoch 3; epochs 1-2 are checkpointed
-    ck = torch.load(tmp_path / "killed.pt", weights_only=False)
+    ck = torch.load(tmp_path / "killed.pt", weights_only=True)  # plain tensors and values
     assert ck["epoch"] == 1
     res, m = _run(tmp_path, "killed")
     assert res.resumed_from == 2
@@ -83,9 +83,51 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path, capsys):
     _run(tmp_path, "x", epochs=2)
-    ck = torch.load(tmp_path / "x.pt", weights_only=False)
+    ck = torch.load(tmp_path / "x.pt", weights_only=True)
     ck["digest"] = "other"
     torch.save(ck, tmp_path / "x.pt")
     res, _ = _run(tmp_path, "x", epochs=2)
     assert res.resumed_from == 0
     assert "ignoring checkpoint" in capsys.readouterr().out
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named in ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_pickle_checkpoint_does_not_execute(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    torch.save({"model": _Payload(marker), "epoch": 0, "digest": "d1"}, tmp_path / "p.pt")
+    res, _ = _run(tmp_path, "p", epochs=2)
+    assert not marker.exists(), "loading the checkpoint ran code from the file"
+    assert res.resumed_from == 0 and (tmp_path / "p.pt.bad-1").exists()
+    out = capsys.readouterr().out
+    assert f"could not load checkpoint {tmp_path / 'p.pt'}" in out and "starting from scratch" in out
+
+
+def test_a_truncated_checkpoint_is_moved_aside_and_training_starts_fresh(tmp_path, capsys):
+    ref, mref = _run(tmp_path, "ref", epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "t", epochs=3, crash_at=2)
+    blob = (tmp_path / "t.pt").read_bytes()
+    (tmp_path / "t.pt").write_bytes(blob[: len(blob) // 2])
+    res, m = _run(tmp_path, "t", epochs=3)
+    assert res.resumed_from == 0 and (tmp_path / "t.pt.bad-1").read_bytes() == blob[: len(blob) // 2]
+    assert "could not load checkpoint" in capsys.readouterr().out
+    for k in mref.state_dict():   # a fresh run from the same seed is the uninterrupted run
+        assert torch.equal(mref.state_dict()[k], m.state_dict()[k]), k
+
+
+def test_a_finished_checkpoint_is_not_resumed_but_trained_again(tmp_path, capsys):
+    first, m1 = _run(tmp_path, "f", epochs=2)
+    again, m2 = _run(tmp_path, "f", epochs=2)
+    assert again.resumed_from == 0 and len(again.history) == 2
+    assert "training again from scratch" in capsys.readouterr().out
+    for k in m1.state_dict():
+        assert torch.equal(m1.state_dict()[k], m2.state_dict()[k]), k

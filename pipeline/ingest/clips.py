@@ -37,7 +37,7 @@ class ClipDataset(Dataset):
     """Windows of face crops. ``source``: the crop folder (holding ``index.csv``) or the index CSV itself."""
 
     def __init__(self, source: str | Path, split: Optional[str] | list[str] = None,
-                 transform: Optional[Callable] = None, with_masks: bool = False):
+                 transform: Optional[Callable] = None, with_masks: bool = False, with_landmarks: bool = False):
         source = Path(source)
         index_csv = source / "index.csv" if source.is_dir() else source
         if not index_csv.exists():
@@ -51,6 +51,7 @@ class ClipDataset(Dataset):
         self.index = df.reset_index(drop=True)
         self.transform = transform
         self.with_masks = with_masks
+        self.with_landmarks = with_landmarks
         self._files: dict[str, h5py.File] = {}
         self._pid: Optional[int] = None
 
@@ -82,6 +83,8 @@ class ClipDataset(Dataset):
                 "video_id": r["video_id"], "window": w}
         if self.with_masks and "masks" in f:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(f["masks"][w]))
+        if self.with_landmarks and "landmarks" in f:
+            item["landmarks"] = torch.from_numpy(np.ascontiguousarray(f["landmarks"][w]))
         return item
 
     def close(self) -> None:

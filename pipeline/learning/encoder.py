@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 
 from feature_cache import sha256_file
 from graph_models import build_model, mrl_loss
-from pipeline.ingest.clips import clip_batch_to_input, window_loader
+from pipeline.ingest.augment import AugmentedClips
+from pipeline.ingest.clips import ClipDataset, clip_batch_to_input, window_loader
 from pipeline.learning import distributed as dist
 from pipeline.learning.training import FitResult, fit, video_metrics, window_predictions
 from pipeline.model_card import crop_config_from_params
@@ -93,8 +94,16 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
     if n_train == 0:
         raise RuntimeError(f"{crop_dir}: no training windows")
 
+    augmented = None
+    if te.augment or te.pseudo_fake_prob > 0:
+        augmented = AugmentedClips(ClipDataset(crop_dir, split="train", with_landmarks=te.pseudo_fake_prob > 0),
+                                   p.seed, te.pseudo_fake_prob, te.augment)
+
     def train_batches(gen):
-        return window_loader(crop_dir, "train", te.batch_size, te.num_workers, shuffle_gen=gen, shard=True)
+        if augmented is not None:  # new augmentation draws every epoch, from the epoch generator
+            augmented.set_epoch(int(torch.randint(0, 2**31, (1,), generator=gen)))
+        return window_loader(crop_dir, "train", te.batch_size, te.num_workers, shuffle_gen=gen, shard=True,
+                             dataset=augmented)
 
     def step(model, batch, gen):
         meta = dist.batch_meta(batch)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from pipeline.params import OptimParams
 from pipeline.runtime import atomic_torch_save, autocast, epoch_generator
 from pipeline.scoring.metrics import binary_metrics, video_scores
 
-__all__ = ["FitResult", "fit", "make_optimizer", "window_predictions", "video_metrics"]
+__all__ = ["FitResult", "fit", "make_optimizer", "read_checkpoint", "window_predictions", "video_metrics"]
 
 StepFn = Callable[[torch.nn.Module, dict, torch.Generator], dict]
 
@@ -94,9 +95,12 @@ def fit(
     ddp = dist.is_distributed()
     main = dist.is_main()
     say = print if main else (lambda *a, **k: None)
-    if checkpoint.exists():
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if ck.get("digest") == digest and ck.get("epoch", -1) + 1 <= optim.epochs:
+    ck = read_checkpoint(checkpoint, say, desc) if checkpoint.exists() else None
+    if ck is not None:
+        if ck.get("digest") == digest and ck.get("epoch", -1) + 1 >= optim.epochs:
+            say(f"{desc}: {checkpoint} is a finished run of the same params and data; training again from "
+                f"scratch (a forced re-run, e.g. dvc repro -f, means: train again)")
+        elif ck.get("digest") == digest and ck.get("epoch", -1) + 1 < optim.epochs:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
@@ -175,6 +179,28 @@ def fit(
     if best_state is None:
         raise RuntimeError(f"{desc}: no epoch was trained (epochs={optim.epochs})")
     return FitResult(best_state, best_epoch, best_metrics, history, start)
+
+
+def read_checkpoint(path: Path, say: Callable = print, desc: str = "train") -> Optional[dict]:
+    """A training checkpoint, loaded with ``torch.load(weights_only=True)``: tensors and plain Python
+    values only, so a file planted in the run folder cannot run code. A file that does not load (truncated,
+    corrupt, or a pickle with code in it) is moved aside to ``<name>.bad-<n>`` with a message naming it,
+    and training starts fresh (None)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict) or "model" not in ck or "epoch" not in ck:
+            raise ValueError("not a training checkpoint of this project (no 'model'/'epoch')")
+        return ck
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is set aside, never fatal
+        n = 1
+        while path.with_name(f"{path.name}.bad-{n}").exists():
+            n += 1
+        aside = path.with_name(f"{path.name}.bad-{n}")
+        os.replace(path, aside)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        say(f"{desc}: could not load checkpoint {path} ({type(exc).__name__}: {reason}); moved it to {aside} "
+            f"and starting from scratch")
+        return None
 
 
 def _ddp_epoch(net, batches, step: StepFn, gen, optim: OptimParams, opt, scaler, device, desc: str,
