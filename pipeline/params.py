@@ -93,6 +93,9 @@ class DataParams(_Section):
     datasets: list[DatasetSpec] = Field(
         default_factory=lambda: [DatasetSpec(name="demo", type="plain", root="data/demo")])
     manifest: str = "data/manifest.csv"
+    holdout_methods: list[str] = Field(
+        default_factory=list, description="fake methods left out of train and val (kept in test): "
+                                          "leave-one-family-out generalisation")
 
     @model_validator(mode="after")
     def _unique(self) -> "DataParams":
@@ -179,6 +182,8 @@ class RelationParams(_Section):
     hidden: int = Field(128, ge=1, le=4096)
     layers: int = Field(1, ge=1, le=8)
     adjacency: Literal["raw", "normalized"] = "raw"
+    input_norm: Literal["none", "batch"] = Field(
+        "none", description="batch: BatchNorm of the vertices before the cell (not in the paper; measured)")
     edge_init: Literal["gaussian", "ones", "binary"] = Field(
         "gaussian", description="E at initialisation: gaussian (paper), ones, binary (authors' code)")
     cheb_k: int = Field(2, ge=1, le=8, description="K of torch-geometric-temporal GConvGRU")

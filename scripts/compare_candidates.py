@@ -36,6 +36,7 @@ from pipeline.scoring.features import cache_features  # noqa: E402
 from pipeline.scoring.inference import predict_vertices  # noqa: E402
 from pipeline.scoring.metrics import binary_metrics, bootstrap_auc, video_scores  # noqa: E402
 
+_BN = {"train_encoder": {"relation": {"input_norm": "batch"}}, "relation": {"input_norm": "batch"}}
 ENCODER = {
     "paper-literal: L_od summed (Eq. 4), lambda 0.75/0.75": {"train_encoder": {"od_reduction": "sum"}},
     "L_od per pair, lambda 0.75/0.75": {"train_encoder": {"od_reduction": "pairs"}},
@@ -45,8 +46,18 @@ ENCODER = {
     "L_od per pair + augmentation": {"train_encoder": {"od_reduction": "pairs", "augment": True}},
     "L_od per pair + augmentation + SBI pseudo-fakes 0.5": {
         "train_encoder": {"od_reduction": "pairs", "augment": True, "pseudo_fake_prob": 0.5}},
-    "paper-literal + augmentation + SBI pseudo-fakes 0.5": {
-        "train_encoder": {"od_reduction": "sum", "augment": True, "pseudo_fake_prob": 0.5}},
+    "BN vertices, L_od per pair": _BN,
+    "BN vertices, lambda 0/0": {"train_encoder": {"relation": {"input_norm": "batch"}, "lambda_od": 0.0,
+                                                  "lambda_tc": 0.0}, "relation": {"input_norm": "batch"}},
+    "BN vertices, L_od summed (paper)": {"train_encoder": {"relation": {"input_norm": "batch"}, "od_reduction": "sum"},
+                                         "relation": {"input_norm": "batch"}},
+    "BN vertices, head dropout 0.2": {"train_encoder": {"relation": {"input_norm": "batch", "dropout": 0.2}},
+                                      "relation": {"input_norm": "batch", "dropout": 0.2}},
+    "BN vertices + augmentation": {"train_encoder": {"relation": {"input_norm": "batch"}, "augment": True},
+                                   "relation": {"input_norm": "batch"}},
+    "BN vertices + augmentation + SBI pseudo-fakes 0.5": {
+        "train_encoder": {"relation": {"input_norm": "batch"}, "augment": True, "pseudo_fake_prob": 0.5},
+        "relation": {"input_norm": "batch"}},
 }
 RELATION = {
     "paper: gaussian E, minimal 0.5 every step, unmasked eval": {"relation": {"edge_init": "gaussian"},

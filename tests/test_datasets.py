@@ -272,3 +272,18 @@ def test_manifest_stage_main(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
         {"name": "ghost", "type": "ffpp", "root": str(tmp_path / "nowhere")}]}}))
     with pytest.raises(FileNotFoundError, match="dataset 'ghost'.*nowhere"):
         manifest_main(["--params", str(params)])
+
+
+def test_holdout_methods_leave_a_family_out_of_train_and_val_only(tmp_path: Path) -> None:
+    """Leave-one-family-out: the held-out fakes stay in test, and nowhere else."""
+    _videos(tmp_path, *[f"real/r{i}.mp4" for i in range(5)], *[f"fake/faceswap/f{i}.mp4" for i in range(5)],
+            *[f"fake/sbi/s{i}.mp4" for i in range(5)])
+    spec = DatasetSpec(name="demo", type="plain", root=str(tmp_path))
+    full = build_manifest([spec], seed=0)
+    held = build_manifest([spec], seed=0, holdout_methods=["sbi"])
+    assert set(held.loc[held.method == "sbi", "split"]) == {"test"}
+    assert (held.method == "sbi").sum() == ((full.method == "sbi") & (full.split == "test")).sum() >= 1
+    others = lambda d: d[d.method != "sbi"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(others(held), others(full))       # everything else unchanged
+    with pytest.raises(ValueError, match=r"no fake videos of \['mouth'\].*\['faceswap', 'sbi'\]"):
+        build_manifest([spec], seed=0, holdout_methods=["mouth"])

@@ -291,3 +291,17 @@ def test_pretrained_kinetics400_loads_through_torchvisions_weights_api(tmp_path,
         backbones.MC3Backbone("kinetics400")
     with pytest.raises(ValueError, match="small3d"):
         backbones.build_backbone("small3d", "kinetics400")
+
+
+def test_batch_input_norm_standardises_each_vertex_entry_over_batch_and_snippets():
+    torch.manual_seed(4)
+    rel = _relation(input_norm="batch").train()
+    v = torch.nn.functional.normalize(torch.rand(16, 3, 5, 3) + 2.0, dim=-1)   # collinear-ish unit vertices
+    z = rel.normalize_input(v).reshape(48, 15)
+    assert torch.allclose(z.mean(0), torch.zeros(15), atol=1e-5)
+    assert torch.allclose(z.std(0, unbiased=False), torch.ones(15), atol=1e-2)
+    assert _relation().normalize_input(v) is v                                # 'none': the paper's vertices
+    with pytest.raises(ValueError, match="input_norm"):
+        from graph_models.mrl import RelationLearner
+        from graph_models.gconv_gru import build_cell
+        RelationLearner(3, 5, build_cell("dense_gru", 3, 4), input_norm="layer")

@@ -9,7 +9,7 @@ files always give the identical manifest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -44,12 +44,27 @@ def build_dataset(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     return df
 
 
-def build_manifest(specs: list[DatasetSpec], seed: int) -> pd.DataFrame:
-    """The manifest of all configured datasets, sorted by (dataset, method, video_id), leak-checked."""
+def build_manifest(specs: list[DatasetSpec], seed: int, holdout_methods: Sequence[str] = ()) -> pd.DataFrame:
+    """The manifest of all configured datasets, sorted by (dataset, method, video_id), leak-checked.
+
+    ``holdout_methods``: fake methods removed from train and val and kept in test, so the test AUC of
+    those methods (``evaluate``'s ``per_method``) measures generalisation to an unseen manipulation."""
     frames = [build_dataset(spec, seed) for spec in specs]
     df = pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
     df = df.sort_values(list(VIDEO_KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
     check_leaks(df, {spec.name: spec.type for spec in specs})
+    if holdout_methods:
+        fakes = df[df["label"].astype(int) == 1]
+        unknown = sorted(set(holdout_methods) - set(fakes["method"]))
+        if unknown:
+            raise ValueError(f"data.holdout_methods: no fake videos of {unknown}; the fake methods here are "
+                             f"{sorted(set(fakes['method']))}")
+        untested = sorted(set(holdout_methods) - set(fakes.loc[fakes["split"] == "test", "method"]))
+        if untested:
+            raise ValueError(f"data.holdout_methods: {untested} has no test videos, so its generalisation "
+                             f"cannot be measured")
+        drop = df["method"].isin(holdout_methods) & (df["label"].astype(int) == 1) & (df["split"] != "test")
+        df = df[~drop].reset_index(drop=True)
     return df[list(MANIFEST_COLUMNS)]
 
 
