@@ -206,8 +206,8 @@ class TrainEncoderParams(OptimParams):
     lambda_od: float = Field(0.75, ge=0.0)
     lambda_tc: float = Field(0.75, ge=0.0)
     od_variant: Literal["paper", "cosine"] = "paper"
-    od_reduction: Literal["pairs", "sum"] = Field(
-        "pairs", description="L_od of Eq. 4 per vertex pair (default, measured) or summed as written ('sum')")
+    od_reduction: Literal["sum", "pairs"] = Field(
+        "sum", description="L_od of Eq. 4 summed as written, or divided by the N(N-1) vertex pairs")
     tc_variant: Literal["paper", "l1"] = "paper"
     flip_prob: float = Field(0.5, ge=0.0, le=1.0)
     augment: bool = Field(False, description="colour, crop jitter, blur, JPEG re-compression, drawn once per window")

@@ -92,6 +92,14 @@ def _params(data: dict) -> dict:
     return ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
 
 
+def _by_method(per_method: dict, method: str):
+    """The entry of ``method`` in a per-method breakdown keyed ``dataset/method`` (or ``method``)."""
+    for key, value in per_method.items():
+        if key == method or key.endswith("/" + method):
+            return value
+    return {} if per_method and isinstance(next(iter(per_method.values())), dict) else None
+
+
 def fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
@@ -109,9 +117,9 @@ def report(name: str, out_dir: Path = Path("reports")) -> Path:
             data = exps[exp]
             held = _params(data).get("data", {}).get("holdout_methods", ["?"])[0]
             ev = _metric(data, "metrics/evaluate.json")
-            m = (ev.get("per_method") or {}).get(held, {})
+            m = _by_method(ev.get("per_method") or {}, held)
             t = ev.get("test", {})
-            base = _metric(data, "metrics/baseline.json").get("test_per_method", {}).get(held)
+            base = _by_method(_metric(data, "metrics/baseline.json").get("test_per_method") or {}, held)
             lines.append(f"| {held} | {fmt(m.get('auc'))} | {m.get('n', 'n/a')} | {fmt(t.get('auc'))} "
                          f"[{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] | {fmt(base)} |")
     else:
