@@ -58,30 +58,35 @@ def grid(name: str) -> list[tuple[str, dict]]:
 
 def queue(name: str, dry: bool = False) -> None:
     for exp, sets in grid(name):
-        cmd = ["dvc", "exp", "run", "--queue", "-n", exp] + [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
+        cmd = [sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", exp] + [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
         print(" ".join(cmd))
         if not dry:
             subprocess.run(cmd, check=True)
     print(f"grids: queued {len(grid(name))} experiments; run them with `dvc queue start -j 1`")
 
 
-def _experiments(node, out: dict) -> None:
-    """name -> data of every experiment in ``dvc exp show --json`` (nested lists/dicts)."""
-    if isinstance(node, dict):
-        if node.get("name") and isinstance(node.get("data"), dict) and node["data"].get("metrics") is not None:
-            out[node["name"]] = node["data"]
-        for v in node.values():
-            _experiments(v, out)
-    elif isinstance(node, list):
-        for v in node:
-            _experiments(v, out)
+def finished_experiments(show: list) -> dict:
+    """name -> data of every FINISHED experiment in ``dvc exp show --json`` output (DVC 3.x: a list of
+    baseline revisions, each with ``experiments``: ``{name, executor: {state}, revs: [{name, data}]}``;
+    queued, running and failed ones are left out)."""
+    out = {}
+    for base in show:
+        for exp in base.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state")
+            if state in ("queued", "running", "failed") or not exp.get("revs"):
+                continue
+            rev = exp["revs"][0]
+            if rev.get("error") or not isinstance(rev.get("data"), dict):
+                continue
+            out[exp.get("name") or rev.get("name")] = rev["data"]
+    return out
 
 
 def finished(prefix: str) -> dict:
-    res = subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True, text=True)
-    exps: dict = {}
-    _experiments(json.loads(res.stdout), exps)
-    return {k: v for k, v in exps.items() if k.startswith(prefix + "-")}
+    res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], check=True, capture_output=True,
+                         text=True)
+    exps = finished_experiments(json.loads(res.stdout))
+    return {k: v for k, v in exps.items() if k and k.startswith(prefix + "-")}
 
 
 def _metric(data: dict, file: str) -> dict:
