@@ -9,10 +9,13 @@ cross-entropy, dead gradients) fails here. About a minute on 2 CPU cores.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from sklearn.metrics import roc_auc_score
 
 from helpers import write_crop_dir
@@ -21,6 +24,7 @@ from pipeline.learning.encoder import predict_windows, train_encoder
 from pipeline.params import parse_params
 
 F, S = 8, 32
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _clip(rng: np.random.Generator, fake: bool) -> np.ndarray:
@@ -45,13 +49,15 @@ def task(tmp_path_factory):
 
 
 def _params(**te):
-    return parse_params({
-        "seed": 0, "device": "cpu", "clip": {"frames": F, "snippet_length": 4}, "crop": {"image_size": S},
-        "encoder": {"backbone": "small3d", "width": 8, "heads": 4, "pretrained": None},
-        "train_encoder": {"epochs": 12, "batch_size": 8, "lr": 3e-3, "lr_step": 10, "flip_prob": 0.5,
-                          "lambda_od": 0.3, "lambda_tc": 0.05,
-                          "relation": {"hidden": 16, "mlp_hidden": 16, "dropout": 0.0}, **te},
-    })
+    """The project's params.yaml (loss, head, masking as the demo runs them) at the size of this task;
+    lambda_tc differs from lambda_od so that swapping them shows."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw.update(seed=0, device="cpu", clip={"frames": F, "snippet_length": 4})
+    raw["crop"]["image_size"] = S
+    raw["encoder"].update(backbone="small3d", width=8, heads=4, pretrained=None)
+    raw["train_encoder"].update({"epochs": 12, "batch_size": 8, "lr": 3e-3, "lr_step": 10, "lambda_tc": 0.5, **te})
+    raw["train_encoder"]["relation"].update(hidden=16, mlp_hidden=16)
+    return parse_params(raw)
 
 
 @pytest.fixture(scope="module")

@@ -4,4 +4,5 @@ Each module has one ``main``: read params, call library code, write the declared
 (:mod:`pipeline.paths`), track in MLflow. No stage imports another stage, and no library imports a stage.
 
     demo -> manifest -> crop -> train_encoder -> cache_features -> train_relation -> evaluate
+                      crop -> baseline
 """
