@@ -83,8 +83,9 @@ def finished_experiments(show: list) -> dict:
 
 
 def finished(prefix: str) -> dict:
-    res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], check=True, capture_output=True,
-                         text=True)
+    # --all-commits: experiments stay attached to the commit they were queued on
+    res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits"], check=True,
+                         capture_output=True, text=True)
     exps = finished_experiments(json.loads(res.stdout))
     return {k: v for k, v in exps.items() if k and k.startswith(prefix + "-")}
 

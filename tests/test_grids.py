@@ -22,7 +22,7 @@ def test_mask_grids_cover_both_strategies_and_ten_rates():
 
 
 def test_only_finished_experiments_are_read_from_dvc_exp_show():
-    """A trimmed copy of real `dvc exp show --json` output (DVC 3.67) taken while a LOFO queue ran."""
+    """A trimmed copy of real `dvc exp show --json` output (experiments of any baseline commit count) (DVC 3.67) taken while a LOFO queue ran."""
     show = json.loads((ROOT / "tests" / "data" / "exp_show_lofo.json").read_text())
     states = {e["name"]: e["executor"]["state"] for e in show[1]["experiments"]}
     got = grids.finished_experiments(show)
