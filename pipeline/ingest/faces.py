@@ -126,7 +126,7 @@ class FaceDetector:
 
     def __init__(self, max_side: int = 320, batch: int = 16, every: int = 1, min_face_size: int = 20,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), device: Optional[str] = "cpu"):
-        from facenet_pytorch import MTCNN
+        from facenet_pytorch import MTCNN  # deferred on purpose: only face detection needs it (heavy import)
         self.max_side, self.batch, self.every = int(max_side), int(batch), int(every)
         self.min_face_size = int(min_face_size)
         self.device = _resolve_device(device)

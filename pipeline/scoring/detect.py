@@ -151,7 +151,7 @@ def load_mlflow_model(uri: str, trust_pickle: bool = False, device: torch.device
     Raises :class:`PickleRefused` without ``trust_pickle`` (see :data:`PICKLE_MESSAGE`)."""
     if not trust_pickle:
         raise PickleRefused(PICKLE_MESSAGE.format(what=uri))
-    import mlflow
+    import mlflow  # deferred on purpose (seconds to import): see the note at the top
     import mlflow.pytorch
     from mlflow.tracking import MlflowClient
 

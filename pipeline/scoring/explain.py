@@ -44,7 +44,7 @@ def gradcam_windows(model, x: torch.Tensor, per: str = "snippet") -> torch.Tenso
     (``per="frame"``: upsampled trilinearly to the D frames of each snippet), each map in [0, 1] (divided by
     its maximum; a map with no positive evidence is all zeros). CPU float32 tensor, detached.
     """
-    from captum.attr import LayerGradCam
+    from captum.attr import LayerGradCam  # deferred on purpose: only Grad-CAM needs it
 
     if per not in ("snippet", "frame"):
         raise ValueError(f"per must be 'snippet' or 'frame', got {per!r}")

@@ -23,7 +23,7 @@ TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
 
 @lru_cache(maxsize=1)
 def get_mtcnn():
-    from facenet_pytorch import MTCNN
+    from facenet_pytorch import MTCNN  # deferred on purpose: only face detection needs it (heavy import)
     return MTCNN(keep_all=True, device="cpu")
 
 
