@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["DEMO_DIR", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
-           "STAGES", "run_dir", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS"]
+           "STAGES", "run_dir", "run_record", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS"]
 
 # data
 DEMO_DIR = Path("data/demo")                 # demo: real and generated fake clips, masks, splits.csv
@@ -34,8 +34,17 @@ STAGES = ("demo", "manifest", "crop", "train_encoder", "cache_features", "train_
 
 
 def run_dir(stage: str) -> Path:
-    """The persistent run folder of a tracked stage (checkpoint, MLflow run id); kept out of DVC's run cache."""
+    """The run folder of a tracked stage: its training checkpoint (git-ignored, not a DVC output) and
+    :func:`run_record`."""
     return Path("runs") / stage
+
+
+def run_record(stage: str) -> Path:
+    """``runs/<stage>/mlflow_run.json``, the MLflow run id of the stage's last run: a ``persist: true``,
+    git-tracked DVC output. Persistent outputs keep a stage out of DVC's run cache (so every run really
+    runs and logs to MLflow), and a git-tracked one is present in a queued experiment's fresh copy of the
+    repository, so DVC does not re-run an unchanged stage there for a missing output."""
+    return run_dir(stage) / "mlflow_run.json"
 
 
 def metrics_file(stage: str) -> Path:
@@ -52,11 +61,11 @@ STAGE_OUTPUTS: dict[str, list[Path]] = {
     "demo": [DEMO_DIR],
     "manifest": [MANIFEST],
     "crop": [CROPS],
-    "train_encoder": [ENCODER, run_dir("train_encoder"), metrics_file("train_encoder"), plots_file("train_encoder")],
+    "train_encoder": [ENCODER, run_record("train_encoder"), metrics_file("train_encoder"), plots_file("train_encoder")],
     "cache_features": [FEATURES],
-    "train_relation": [RELATION, run_dir("train_relation"), metrics_file("train_relation"),
+    "train_relation": [RELATION, run_record("train_relation"), metrics_file("train_relation"),
                        plots_file("train_relation")],
-    "evaluate": [SCORES, run_dir("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
+    "evaluate": [SCORES, run_record("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
     "baseline": [metrics_file("baseline")],
 }
 

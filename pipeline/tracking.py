@@ -109,7 +109,7 @@ def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model:
     if model is not None:
         mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle")
     if run_dir is not None:
-        write_json({"run_id": run.info.run_id}, Path(run_dir) / "mlflow_run.json")
+        write_json({"run_id": run.info.run_id}, Path(run_dir) / "mlflow_run.json")  # = paths.run_record
 
 
 def log_evaluation(result: dict, artifacts: Iterable[Path] = ()) -> None:

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     write_json(ev.result, metrics)
     with start_run(STAGE, p, p.mlflow, {"relation_model": str(paths.RELATION)}) as run:
         log_evaluation(ev.result, artifacts=[metrics, paths.ROC_JSON, paths.ROC_PNG, paths.SCORES])
-        write_json({"run_id": run.info.run_id}, paths.run_dir(STAGE) / "mlflow_run.json")
+        write_json({"run_id": run.info.run_id}, paths.run_record(STAGE))
     r, loc = ev.result["test"], ev.result["localisation"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"evaluate: {r['n']} test videos: AUC {fmt(r['auc'])} [{fmt(r['auc_ci_low'])}, {fmt(r['auc_ci_high'])}], "
