@@ -219,3 +219,18 @@ def test_mlflow_model_needs_trust_pickle(capsys, tmp_path):
     assert rc == 2
     err = capsys.readouterr().err
     assert "--trust-pickle" in err and "pickle" in err and "weights_only" in err
+
+
+def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["results"]) == 0
+    assert "does not exist yet: run `dvc repro` first" in capsys.readouterr().out
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(
+        {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "ci": 0.95, "n": 12, "acc": 0.75}}))
+    assert main(["results"]) == 0
+    out = capsys.readouterr().out
+    assert "test video AUC 0.812 [0.500, 1.000] (95% bootstrap interval) on 12 test videos" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in out

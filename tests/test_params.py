@@ -85,3 +85,22 @@ def test_params_yaml_keys_roundtrip():
     """Every key written in params.yaml is a real field (the file validates with no extras)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert parse_params(raw).model_dump(exclude_unset=True).keys() == raw.keys()
+
+
+def test_mask_rate_true_is_rejected_with_the_key_named():
+    """YAML `rate: true` must not silently become 1.0."""
+    with pytest.raises(ParamsError, match="rate"):
+        parse_params({"mask": {"strategy": "minimal", "rate": True}})
+    with pytest.raises(ParamsError, match="rate"):
+        parse_params({"train_encoder": {"mask": {"rate": False}}})
+    assert parse_params({"mask": {"rate": 1}}).mask.rate == 1.0
+
+
+def test_new_keys_are_in_params_yaml_so_dvc_exp_run_S_can_set_them():
+    """`dvc exp run -S key=value` only overrides keys params.yaml has."""
+    import yaml
+    from pathlib import Path
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert {"od_reduction", "augment", "pseudo_fake_prob"} <= set(raw["train_encoder"])
+    assert {"schedule", "in_inference"} <= set(raw["mask"]) and {"input_norm", "edge_init"} <= set(raw["relation"])
+    assert "holdout_methods" in raw["data"]
