@@ -68,7 +68,7 @@ def queue(name: str, dry: bool = False) -> None:
 def finished_experiments(show: list) -> dict:
     """name -> data of every FINISHED experiment in ``dvc exp show --json`` output (DVC 3.x: a list of
     baseline revisions, each with ``experiments``: ``{name, executor: {state}, revs: [{name, data}]}``;
-    queued, running and failed ones are left out)."""
+    queued, running and failed ones are left out; of two experiments with one name, the newer)."""
     out = {}
     for base in show:
         for exp in base.get("experiments") or []:
@@ -78,7 +78,9 @@ def finished_experiments(show: list) -> dict:
             rev = exp["revs"][0]
             if rev.get("error") or not isinstance(rev.get("data"), dict):
                 continue
-            out[exp.get("name") or rev.get("name")] = rev["data"]
+            name = exp.get("name") or rev.get("name")
+            if name not in out or str(rev["data"].get("timestamp") or "") > str(out[name].get("timestamp") or ""):
+                out[name] = rev["data"]  # a name queued again (on another commit): the newest run counts
     return out
 
 

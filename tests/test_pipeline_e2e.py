@@ -6,14 +6,16 @@ evaluate), `dvc exp show`, and the MLflow runs (stages, tags, params, per-epoch 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from pipeline import paths
 from workspace import make_workspace, run_dvc, stages_run
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = ["demo", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate"]
+ALL_STAGES = list(paths.STAGES)  # demo ... evaluate, then baseline
 TINY = {
     "demo": {"frames": 16, "size": 96, "clips_per_source": 1, "crf": 20,
              "sources": ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
@@ -34,11 +36,20 @@ def pipeline_run(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("e2e") / "repo", TINY)
     full = run_dvc(ws, "repro")
     exp = run_dvc(ws, "exp", "run", "-S", "mask.rate=0.6")
-    return ws, full, exp
+    # a queued experiment runs in a fresh copy of the repository: it must reuse the encoder there too
+    run_dvc(ws, "exp", "run", "--queue", "-n", "queued-03", "-S", "mask.rate=0.3")
+    run_dvc(ws, "queue", "start", "-j", "1", timeout=900)  # returns when the worker has emptied the queue
+    for _ in range(300):
+        status = run_dvc(ws, "queue", "status").stdout
+        if "queued-03" in status and ("Success" in status or "Failed" in status):
+            break
+        time.sleep(2)
+    queued = run_dvc(ws, "queue", "logs", "queued-03")
+    return ws, full, exp, queued
 
 
 def test_full_repro_runs_every_stage_and_writes_metrics(pipeline_run):
-    ws, full, _ = pipeline_run
+    ws, full, _, _ = pipeline_run
     assert stages_run(full.stdout) == ALL_STAGES
     m = json.loads((ws / "metrics/evaluate.json").read_text())
     test = m["test"]
@@ -52,11 +63,14 @@ def test_full_repro_runs_every_stage_and_writes_metrics(pipeline_run):
     assert roc and {"fpr", "tpr"} <= set(roc[0])
     crops = json.loads((ws / "data/crops/report.json").read_text())
     assert crops["totals"]["windows"] > 0
+    base = json.loads((ws / "metrics/baseline.json").read_text())
+    assert base["test"]["n"] == test["n"] and 0.0 <= base["test"]["auc"] <= 1.0
 
 
 def test_mask_experiment_reruns_only_the_mask_stages(pipeline_run):
-    ws, _, exp = pipeline_run
+    ws, _, exp, queued = pipeline_run
     assert stages_run(exp.stdout) == ["train_relation", "evaluate"]
+    assert stages_run(queued.stdout) == ["train_relation", "evaluate"], queued.stdout[-3000:]
     show = json.loads(run_dvc(ws, "exp", "show", "--json").stdout)
     rows = {}  # mask.rate -> metrics files DVC shows for that row (the baseline commit and each experiment)
     for entry in show:
@@ -66,12 +80,12 @@ def test_mask_experiment_reruns_only_the_mask_stages(pipeline_run):
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             if r.get("rev") != "workspace" and "mask" in params:
                 rows[params["mask"]["rate"]] = set(data.get("metrics") or {})
-    assert set(rows) == {0.5, 0.6}, rows
+    assert set(rows) == {0.5, 0.6, 0.3}, rows
     assert "metrics/evaluate.json" in rows[0.6]  # the experiment's own metrics are in its row
 
 
 def test_mlflow_has_every_run_tagged(pipeline_run):
-    ws, _, _ = pipeline_run
+    ws, _, _, _ = pipeline_run
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
@@ -82,9 +96,9 @@ def test_mlflow_has_every_run_tagged(pipeline_run):
         by_stage.setdefault(r.data.tags["stage"], []).append(r)
         assert r.info.status == "FINISHED"
         assert r.data.tags["git_rev"] != "unknown"
-    assert {k: len(v) for k, v in by_stage.items()} == {"train_encoder": 1, "train_relation": 2, "evaluate": 2}
+    assert {k: len(v) for k, v in by_stage.items()} == {"train_encoder": 1, "train_relation": 3, "evaluate": 3}
     rel = sorted(by_stage["train_relation"], key=lambda r: r.info.start_time)
-    assert [r.data.params["mask.rate"] for r in rel] == ["0.5", "0.6"]
+    assert [r.data.params["mask.rate"] for r in rel] == ["0.5", "0.6", "0.3"]
     assert rel[0].data.tags["dvc_exp_name"] == "workspace" and rel[1].data.tags["dvc_exp_name"] != "workspace"
     hist = client.get_metric_history(rel[1].info.run_id, "val_auc")
     assert [m.step for m in hist] == [1, 2, 3]
