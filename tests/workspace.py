@@ -15,7 +15,7 @@ from typing import Optional
 
 import yaml
 
-__all__ = ["PROJECT_ROOT", "make_workspace", "merge_overrides", "run_dvc", "stages_run"]
+__all__ = ["PROJECT_ROOT", "make_workspace", "merge_overrides", "commit_all", "run_dvc", "stages_run"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _COPY = ["pipeline", "graph_models", "feature_cache", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
@@ -64,6 +64,13 @@ def make_workspace(dst: Path, params_override: Optional[dict] = None) -> Path:
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "workspace")
     return dst
+
+
+def commit_all(ws: Path, message: str) -> None:
+    """``git add -A && git commit`` in the workspace (what a user does after ``dvc repro``: dvc.lock, metrics
+    and the runs/<stage>/mlflow_run.json records; queued experiments start from the committed state)."""
+    for args in (["git", "add", "-A"], ["git", "commit", "-q", "-m", message]):
+        subprocess.run(args, cwd=ws, env=_env(), check=True, capture_output=True, text=True)
 
 
 def run_dvc(ws: Path, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
