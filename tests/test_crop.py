@@ -380,3 +380,18 @@ def test_clip_dataset(stage_run):
     assert sum(len(b["label"]) for b in batches) == len(ClipDataset(out, split="train"))
     assert batches[0]["clip"].shape[1:] == (F, S, S, 3)
     assert clip_to_tensor(batches[0]["clip"]).shape[1:] == (3, F, S, S)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (18, 14)])
+def test_frames_too_small_for_detection_are_skipped_with_their_size(tmp_path, size):
+    """Regression: tiny videos were skipped with "torch.cat(): expected a non-empty list of Tensors"."""
+    from pipeline.ingest.video import write_video
+    w, h = size
+    path = tmp_path / "tiny.mp4"
+    write_video(path, np.zeros((4, h, w, 3), np.uint8), fps=25)
+    row = {"dataset": "d", "method": "real", "video_id": "tiny", "path": str(path), "label": 0, "split": "train",
+           "identity": "x", "source_id": "", "mask_path": "", "size_bytes": path.stat().st_size}
+    p = parse_params({"crop": {"image_size": 32}, "clip": {"frames": 4, "snippet_length": 2}})
+    rep = cropmod.crop_video(row, 4, p.crop, tmp_path / "out.h5")
+    assert rep["windows"] == 0
+    assert rep["skipped"].startswith(f"frame too small for face detection ({w} x {h}) in {path}")

@@ -287,3 +287,16 @@ def test_holdout_methods_leave_a_family_out_of_train_and_val_only(tmp_path: Path
     pd.testing.assert_frame_equal(others(held), others(full))       # everything else unchanged
     with pytest.raises(ValueError, match=r"no fake videos of \['mouth'\].*\['faceswap', 'sbi'\]"):
         build_manifest([spec], seed=0, holdout_methods=["mouth"])
+
+
+def test_broken_json_names_the_file_and_the_line(tmp_path: Path) -> None:
+    """Regression: a bare JSONDecodeError with no file name."""
+    _ffpp_tree(tmp_path / "ff")
+    (tmp_path / "ff" / "splits" / "test.json").write_text('[["006", "007"],\n ["008" "009"]]')
+    with pytest.raises(ValueError, match=r"splits/test\.json: not valid JSON at line 2, column 9"):
+        build_manifest([_ffpp_spec(tmp_path / "ff")], seed=0)
+    _dfdc_tree(tmp_path / "dfdc")
+    (tmp_path / "dfdc" / "dfdc_train_part_1" / "metadata.json").write_text('{"h.mp4": {"label": "REAL",}}')
+    with pytest.raises(ValueError, match=r"dataset 'dfdc': .*dfdc_train_part_1/metadata\.json: not valid JSON at "
+                                         r"line 1"):
+        build_manifest([DatasetSpec(name="dfdc", type="dfdc", root=str(tmp_path / "dfdc"))], seed=0)

@@ -234,3 +234,18 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     out = capsys.readouterr().out
     assert "test video AUC 0.812 [0.500, 1.000] (95% bootstrap interval) on 12 test videos" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in out
+
+
+def test_detect_refuses_an_unusable_out_before_any_scoring(tmp_path, capsys):
+    """Regression: `--out <an existing file>` failed with FileExistsError after all the scoring work."""
+    from pipeline.cli import main
+    existing = tmp_path / "results"
+    existing.write_text("keep me")
+    assert main(["detect", str(tmp_path / "missing.mp4"), "--out", str(existing),
+                 "--encoder", str(tmp_path / "no_encoder.pt")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {existing} is an existing file" in err and "cannot load the model" not in err
+    assert existing.read_text() == "keep me"
+    (tmp_path / "dir.json").mkdir()
+    assert main(["detect", "x.mp4", "--out", str(tmp_path / "dir.json")]) == 2
+    assert "is a folder" in capsys.readouterr().err

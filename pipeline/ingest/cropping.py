@@ -206,6 +206,12 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
     except VideoError as exc:
         rep["skipped"] = f"unreadable: {exc}"
         return finish()
+    w, h = info.size
+    smallest = max(int(cp.min_face_size), 12)  # MTCNN's first stage scans 12 px windows at min_face_size
+    if min(w, h) < smallest:
+        rep["skipped"] = (f"frame too small for face detection ({w} x {h}) in {path}: a face needs at least "
+                          f"{smallest} px (crop.min_face_size {cp.min_face_size})")
+        return finish()
 
     # ---- pass 1: detection (streamed, bounded memory)
     if detector is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -402,6 +403,25 @@ def write_outputs(result: dict, out: str | Path) -> dict:
     return paths
 
 
+def output_problem(out: str | Path) -> Optional[str]:
+    """Why ``--out`` cannot take the results (checked BEFORE any scoring, so no work is lost), or None."""
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        if out.is_dir():
+            return f"--out {out} is a folder; a .json output must be a file path"
+        parent = out.parent
+    else:
+        if out.exists() and not out.is_dir():
+            return (f"--out {out} is an existing file; give a folder (per-video JSON + summary.csv) or a path "
+                    f"ending in .json")
+        parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        return f"--out {out}: cannot write under {parent}"
+    return None
+
+
 # --------------------------------------------------------------------------- command line
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="+", help="video files and/or folders (searched recursively)")
@@ -439,6 +459,10 @@ def run(args: argparse.Namespace) -> int:
         if v is not None and v < 1:
             print(f"detect: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
+    problem = output_problem(args.out)
+    if problem:
+        print(f"detect: {problem}", file=sys.stderr)
+        return 2
     try:
         device = resolve_device(args.device)
         if args.mlflow_run or args.mlflow_model:

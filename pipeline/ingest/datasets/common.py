@@ -1,13 +1,14 @@
 """Pieces shared by the dataset adapters: the manifest schema, row building and file listing."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 
-__all__ = ["MANIFEST_COLUMNS", "VIDEO_KEY_COLUMNS", "SPLITS", "VIDEO_EXTENSIONS",
+__all__ = ["read_json", "MANIFEST_COLUMNS", "VIDEO_KEY_COLUMNS", "SPLITS", "VIDEO_EXTENSIONS",
            "make_row", "rows_to_frame", "list_videos", "require_dir"]
 
 #: Column order of ``data/manifest.csv`` (see docs/CONTRACTS.md).
@@ -19,6 +20,15 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 VIDEO_KEY_COLUMNS: tuple[str, ...] = ("dataset", "method", "video_id")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def read_json(path: Path, dataset: Optional[str] = None):
+    """Parse a dataset's JSON file; a broken one is a ValueError naming the file, the line and the column."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        who = f"dataset '{dataset}': " if dataset else ""
+        raise ValueError(f"{who}{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
 def make_row(dataset: str, method: str, video_id: str, path: Path, label: int, split: str = "",

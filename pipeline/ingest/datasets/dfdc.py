@@ -20,14 +20,13 @@ group too (``spec.test_fraction``) and a warning says so.
 from __future__ import annotations
 
 import csv
-import json
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.params import DatasetSpec
-from .common import make_row, rows_to_frame
+from .common import make_row, read_json, rows_to_frame
 from .splits import assign_group_splits
 
 __all__ = ["TEST_DIR", "build_dfdc"]
@@ -42,7 +41,7 @@ def _part_rows(spec: DatasetSpec, part: Path) -> tuple[list[dict], int]:
     if not meta_path.is_file():
         raise FileNotFoundError(f"dataset '{spec.name}': DFDC metadata not found: {meta_path}")
     rows, missing = [], 0
-    for name, info in sorted(json.loads(meta_path.read_text()).items()):
+    for name, info in sorted(read_json(meta_path, spec.name).items()):
         label = _LABELS.get(str(info.get("label", "")).upper())
         if label is None:
             raise ValueError(f"{meta_path}: {name}: label must be FAKE or REAL, got {info.get('label')!r}")

@@ -20,7 +20,6 @@ the YouTube ids ``000``-``999``.
 """
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.params import DatasetSpec
-from .common import SPLITS, list_videos, make_row, require_dir, rows_to_frame
+from .common import SPLITS, list_videos, make_row, read_json, require_dir, rows_to_frame
 from .splits import assign_group_splits
 
 __all__ = ["DEFAULT_METHODS", "load_official_splits", "build_ffpp"]
@@ -60,7 +59,7 @@ def load_official_splits(root: Path) -> tuple[dict[str, str], dict[frozenset, st
     clashes: dict[str, set[str]] = {}
     for split in SPLITS:
         path = _split_file(root, split)
-        for pair in json.loads(path.read_text()):
+        for pair in read_json(path):
             ids = [str(x) for x in pair]
             pair_split[frozenset(ids)] = split
             for i in ids:
