@@ -21,15 +21,21 @@ section                   read by
 ``evaluate``              evaluate
 ``mlflow``                every stage that logs (not a DVC dependency)
 ========================  =====================================================
+
+Defaults: there is one default set, the field defaults below, and it is exactly ``params.yaml`` (the CPU
+demo): every key ``params.yaml`` writes has that value as its default (``tests/test_params.py`` checks
+them key by key), so a section or key left out, or a section left empty (``clip:``), means the same
+as the ``params.yaml`` shipped with the project, never different code values. The paper's settings are
+the README's ``dvc exp run -S ...`` line ("Paper settings").
 """
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ParamsError", "Params", "load_params", "parse_params", "flatten",
@@ -113,8 +119,8 @@ class ClipParams(_Section):
     snippets of D = snippet_length frames (paper: 100 = 5 x 20). Fig. 7 varies D at fixed frames,
     which changes neither the crops nor their DVC stage."""
 
-    frames: int = Field(100, ge=2, le=2000)
-    snippet_length: int = Field(20, ge=1, le=2000)
+    frames: int = Field(32, ge=2, le=2000)
+    snippet_length: int = Field(8, ge=1, le=2000)
 
     @model_validator(mode="after")
     def _divides(self) -> "ClipParams":
@@ -131,7 +137,7 @@ class ClipParams(_Section):
 
 class CropParams(_Section):
     out_dir: str = "data/crops"
-    image_size: int = Field(112, ge=16, le=512)
+    image_size: int = Field(64, ge=16, le=512)
     margin: float = Field(0.3, ge=0.0, le=2.0, description="extra border around the box, fraction of its side")
     stride: Optional[int] = Field(None, ge=1, description="window stride in frames; default clip.frames")
     max_windows_per_video: Optional[int] = Field(None, ge=1)
@@ -139,7 +145,9 @@ class CropParams(_Section):
     detect_max_side: int = Field(320, ge=64, le=4096, description="frames are downscaled to this longest side for detection")
     detect_every: int = Field(1, ge=1, le=30, description="run the detector on every k-th frame, interpolate between")
     min_face_size: int = Field(20, ge=8, le=512)
-    thresholds: list[float] = Field(default_factory=lambda: [0.6, 0.7, 0.7])
+    thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default_factory=lambda: [0.6, 0.7, 0.7], min_length=3, max_length=3,
+        description="MTCNN's P-, R- and O-net face probability thresholds")
     min_confidence: float = Field(0.9, ge=0.0, le=1.0)
     iou_threshold: float = Field(0.3, ge=0.0, le=1.0)
     max_gap: int = Field(5, ge=0, le=1000, description="frames without a detection bridged by interpolation")
@@ -147,10 +155,17 @@ class CropParams(_Section):
     compression: int = Field(4, ge=0, le=9, description="gzip level of the crop HDF5 files")
     max_frames: Optional[int] = Field(None, ge=1, description="read at most this many frames per video (null: all)")
 
+    @field_validator("smooth")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd (a centred window of frames), got {v}")
+        return v
+
 
 # --------------------------------------------------------------------------- model
 class EncoderParams(_Section):
-    backbone: Literal["mc3_18", "small3d", "resnet18_2d"] = "mc3_18"
+    backbone: Literal["mc3_18", "small3d", "resnet18_2d"] = "small3d"
     pretrained: Optional[str] = Field(
         "auto", description="'auto' (torch hub cache if present), a path to a state dict, or null (random)")
     width: int = Field(16, ge=4, le=512, description="base width of the small3d backbone")
@@ -179,23 +194,23 @@ class MaskParams(_Section):
 
 class RelationParams(_Section):
     cell: Literal["dense_gru", "gconv_gru", "tgcn", "gcn", "none"] = "dense_gru"
-    hidden: int = Field(128, ge=1, le=4096)
+    hidden: int = Field(64, ge=1, le=4096)
     layers: int = Field(1, ge=1, le=8)
     adjacency: Literal["raw", "normalized"] = "raw"
     input_norm: Literal["none", "batch"] = Field(
-        "none", description="batch: BatchNorm of the vertices before the cell (not in the paper; measured)")
+        "batch", description="batch: BatchNorm of the vertices before the cell (not in the paper; measured)")
     edge_init: Literal["gaussian", "ones", "binary"] = Field(
         "gaussian", description="E at initialisation: gaussian (paper), ones, binary (authors' code)")
     cheb_k: int = Field(2, ge=1, le=8, description="K of torch-geometric-temporal GConvGRU")
-    mlp_hidden: int = Field(256, ge=1, le=8192)
+    mlp_hidden: int = Field(128, ge=1, le=8192)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
 
 
 class OptimParams(_Section):
     epochs: int = Field(30, ge=1, le=10000)
     batch_size: int = Field(30, ge=1, le=4096)
-    lr: float = Field(1e-4, gt=0.0, le=10.0)
-    lr_step: int = Field(5, ge=1, description="epochs between learning-rate decays")
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    lr_step: int = Field(10, ge=1, description="epochs between learning-rate decays")
     lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     grad_accum: int = Field(1, ge=1, le=1024, description="micro-batches per optimiser step")
@@ -203,6 +218,7 @@ class OptimParams(_Section):
 
 
 class TrainEncoderParams(OptimParams):
+    batch_size: int = Field(8, ge=1, le=4096)
     lambda_od: float = Field(0.75, ge=0.0)
     lambda_tc: float = Field(0.75, ge=0.0)
     od_variant: Literal["paper", "cosine"] = "paper"
@@ -218,7 +234,7 @@ class TrainEncoderParams(OptimParams):
 
 
 class TrainRelationParams(OptimParams):
-    pass
+    batch_size: int = Field(16, ge=1, le=4096)
 
 
 class EvaluateParams(_Section):
@@ -246,6 +262,18 @@ class Params(_Section):
     train_relation: TrainRelationParams = Field(default_factory=TrainRelationParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """A section written with nothing under it (``clip:``, read as null) takes the defaults, as if absent."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if not (v is None and k in _SECTIONS)}
+        return data
+
+
+_SECTIONS = {k for k, f in Params.model_fields.items() if isinstance(f.annotation, type)
+             and issubclass(f.annotation, BaseModel)}
 
 
 # --------------------------------------------------------------------------- loading

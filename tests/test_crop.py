@@ -395,3 +395,61 @@ def test_frames_too_small_for_detection_are_skipped_with_their_size(tmp_path, si
     rep = cropmod.crop_video(row, 4, p.crop, tmp_path / "out.h5")
     assert rep["windows"] == 0
     assert rep["skipped"].startswith(f"frame too small for face detection ({w} x {h}) in {path}")
+
+
+def _make_unreadable(path: Path) -> str:
+    """Make ``path`` unreadable for this process; returns how. As a normal user: ``chmod 000``. As root chmod
+    does not stop reading, so the file is moved aside and a directory takes its name: ``open()`` then fails
+    with an OS error (IsADirectoryError) on the same code path as EACCES."""
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return "chmod"
+    path.rename(path.with_name(path.name + ".aside"))
+    path.mkdir()
+    return "dir"
+
+
+def _make_readable(path: Path, how: str) -> None:
+    if how == "chmod":
+        path.chmod(0o644)
+    else:
+        path.rmdir()
+        path.with_name(path.name + ".aside").rename(path)
+
+
+def test_unreadable_video_is_not_cached_and_is_retried_when_readable(tmp_path, media, capsys):
+    """Regression: "Permission denied" was stored as the video's crop result and never retried."""
+    src = tmp_path / "videos" / "single.mp4"
+    src.parent.mkdir()
+    src.write_bytes(media["single"].read_bytes())
+    pfile = _setup(tmp_path, [_row("demo", "real", "langer", media["langer"], 0, "train", "w1"),
+                              _row("demo", "real", "single", src, 0, "test", "m1")])
+    how = _make_unreadable(src)
+    try:
+        assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 1   # fails, so DVC runs it again
+        err = capsys.readouterr().err
+        assert f"cannot read {src}" in err and "not cached" in err and "1 of 2 videos could not be read" in err
+        assert not (tmp_path / "crops/demo/real/single.h5").exists()             # nothing cached for it
+        assert (tmp_path / "crops/demo/real/langer.h5").exists()                 # the readable one is kept
+    finally:
+        _make_readable(src, how)
+    assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "crops/report.json").read_text())
+    v = {r["video_id"]: r for r in report["videos"]}
+    assert v["single"]["status"] == "computed" and v["single"]["windows"] == 3 and v["single"]["skipped"] is None
+    assert v["langer"]["status"] == "cached"
+
+
+def test_too_short_video_is_skipped_before_face_detection(tmp_path, media):
+    """Regression: with clip.frames longer than the videos, detection ran over every frame before "too short"."""
+    p = parse_params({"crop": {"image_size": 32}, "clip": {"frames": 100, "snippet_length": 20}})
+    row = _row("demo", "real", "single", media["single"], 0, "train")
+
+    class NoDetection:
+        def detect_stream(self, frames):
+            raise AssertionError("face detection ran on a video too short for one window")
+
+    rep = cropmod.crop_video(row, 100, p.crop, tmp_path / "out.h5", detector=NoDetection())
+    assert rep["skipped"] == (f"too short: {media['single']} has 24 frames, a window needs clip.frames = 100 "
+                              "(checked before face detection)")
+    assert rep["frames_read"] == 0

@@ -7,7 +7,12 @@ at most ``crop.max_windows_per_video``, evenly spread) -> square crops ``image_s
 
 A video whose output exists with the current params hash and manifest row is not recomputed (a killed run
 restarts where it stopped). A skipped video (broken, empty, no face, too short) also gets a file, with no
-windows and the reason in its attrs, so it is not retried either until its row (size) or the params change.
+windows and the reason in its attrs, so it is not retried either until its row (size) or the params change:
+those are results of the file's bytes. A file the system cannot read now (permission denied, I/O error,
+gone) is not a result: nothing is cached for it, it is reported with ``status: "failed"`` and tried again on
+the next run (the stage then fails, so ``dvc repro`` runs it again; see ``pipeline/stages/crop.py``).
+A video whose windows cannot hold ``clip.frames`` frames by its header's frame count is skipped as too short
+before any face detection.
 
 The stage's ``--shard i/n`` processes the videos at positions ``i-1 (mod n)`` of the sorted manifest and writes
 ``report.shard-i-of-n.json``; ``--merge`` (and a run without ``--shard``) builds ``index.csv`` and
@@ -46,13 +51,28 @@ from pipeline.runtime import atomic_write, publish
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST_COLUMNS", "INDEX_COLUMNS", "params_hash", "row_signature", "output_path",
            "select_windows", "crop_video", "read_report", "process", "merge", "load_manifest", "totals",
-           "write_text_atomic"]
+           "write_text_atomic", "TransientReadError", "FAILED"]
 
 SCHEMA_VERSION = 1
 INDEX_COLUMNS = ["dataset", "method", "video_id", "label", "split", "identity", "file", "window"]
 _KEY = list(VIDEO_KEY_COLUMNS)
 # fields of CropParams that do not change the crops (not part of the hash)
 _NOT_HASHED = {"out_dir", "detect_batch"}
+#: ``status`` of a video that could not be read this time (not cached, retried on the next run)
+FAILED = "failed"
+
+
+class TransientReadError(OSError):
+    """The operating system refused or failed to read a video file (not a property of its bytes)."""
+
+
+def _check_readable(path: str) -> None:
+    """Read one byte of ``path``; :class:`TransientReadError` naming the file and the OS error if that fails."""
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise TransientReadError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- identity of an output
@@ -199,7 +219,8 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
         _write_h5(out_path, attrs, clips, lms_out, boxes_out, fidx_out, masks_out, S, F, cp.compression)
         return rep
 
-    # ---- pass 0: can it be opened at all?
+    # ---- pass 0: can it be opened at all? (an OS-level failure raises: not cached, see process)
+    _check_readable(path)
     try:
         info = probe(path)
         rep["fps"] = float(info.fps)
@@ -211,6 +232,12 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
     if min(w, h) < smallest:
         rep["skipped"] = (f"frame too small for face detection ({w} x {h}) in {path}: a face needs at least "
                           f"{smallest} px (crop.min_face_size {cp.min_face_size})")
+        return finish()
+    available = min(info.frames, cp.max_frames or info.frames)
+    if info.frames and available < F:
+        rep["skipped"] = (f"too short: {path} has {info.frames} frames"
+                          + (f" (crop.max_frames {cp.max_frames})" if available < info.frames else "")
+                          + f", a window needs clip.frames = {F} (checked before face detection)")
         return finish()
 
     # ---- pass 1: detection (streamed, bounded memory)
@@ -347,6 +374,13 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
                 detector = FaceDetector.from_params(crop, device=device)
             try:
                 rep = crop_video(row, clip_frames, crop, out, detector=detector, phash=phash)
+            except TransientReadError as exc:  # nothing cached: retried on the next run
+                out.unlink(missing_ok=True)
+                rep = {k: str(row[k]) for k in _KEY}
+                rep.update(path=str(row["path"]), frames_read=0, frames_with_face=0, windows=0, status=FAILED,
+                           skipped=f"{exc} (not cached: tried again on the next run)")
+                reports.append(rep)
+                continue
             except Exception as exc:  # one bad video never stops the others
                 rep = {k: str(row[k]) for k in _KEY}
                 rep.update(path=str(row["path"]), frames_read=0, frames_with_face=0, windows=0,

@@ -3,6 +3,8 @@
 Reads ``data/manifest.csv``; writes one HDF5 file per video under ``data/crops/<dataset>/<method>/``, plus
 ``index.csv`` (one row per window) and ``report.json`` (frames read, frames with a face, skipped videos and
 why). Up-to-date outputs are reused, so an interrupted run resumes; one broken video is skipped and recorded.
+A video the system cannot read now (permissions, I/O) is not cached: the stage crops all the others, then
+fails naming it, so the next ``dvc repro`` runs the stage again and tries only that video.
 The work is :mod:`pipeline.ingest.cropping`.
 
     python -m pipeline.stages.crop [--params params.yaml]
@@ -19,7 +21,7 @@ from typing import Optional
 
 import torch
 
-from pipeline.ingest.cropping import load_manifest, merge, params_hash, process, totals, write_text_atomic
+from pipeline.ingest.cropping import FAILED, load_manifest, merge, params_hash, process, totals, write_text_atomic
 from pipeline.params import ParamsError, load_params
 from pipeline.runtime import parse_shard
 
@@ -64,6 +66,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     for v in report["videos"]:
         if v.get("skipped"):
             print(f"crop: skipped {v['dataset']}/{v['method']}/{v['video_id']}: {v['skipped']}", file=sys.stderr)
+    failed = [v for v in report["videos"] if v.get("status") == FAILED]
+    if failed:
+        print(f"crop: FAILED: {len(failed)} of {t['videos']} videos could not be read (listed above); the other "
+              f"videos are cropped and kept, so the next run (`dvc repro`) only tries these again", file=sys.stderr)
+        return 1
     if t["windows"] == 0:
         print(f"crop: FAILED: no window left from {t['videos']} videos ({t['skipped']} skipped; "
               f"see {out_dir / 'report.json'})", file=sys.stderr)
