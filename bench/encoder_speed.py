@@ -28,7 +28,7 @@ SIZES = {
              "train_encoder": {"relation": {"hidden": 64, "mlp_hidden": 128}}},
     "paper": {"clip": {"frames": 100, "snippet_length": 20}, "crop": {"image_size": 112},
               "encoder": {"backbone": "mc3_18", "heads": 12, "pretrained": None},
-              "train_encoder": {"relation": {"hidden": 128, "mlp_hidden": 256}}},
+              "train_encoder": {"relation": {"hidden": 128, "mlp_hidden": 256, "input_norm": "none"}}},
 }
 
 

@@ -263,6 +263,13 @@ class Params(_Section):
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
 
+    @model_validator(mode="after")
+    def _windows_fit(self) -> "Params":
+        if self.crop.max_frames is not None and self.crop.max_frames < self.clip.frames:
+            raise ValueError(f"crop.max_frames ({self.crop.max_frames}) is less than clip.frames "
+                             f"({self.clip.frames}): no window could be cut")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, data: Any) -> Any:

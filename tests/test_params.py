@@ -64,13 +64,48 @@ def test_load_params_reports_file_name(tmp_path):
         load_params(tmp_path / "missing.yaml")
 
 
-def test_defaults_are_the_paper_settings():
-    p = parse_params({})
-    assert (p.clip.frames, p.clip.snippet_length, p.crop.image_size) == (100, 20, 112)
-    assert (p.encoder.backbone, p.encoder.heads) == ("mc3_18", 12)
-    te = p.train_encoder
-    assert (te.lr, te.lr_step, te.lr_gamma, te.epochs, te.batch_size) == (1e-4, 5, 0.5, 30, 30)
-    assert te.lambda_od == te.lambda_tc == 0.75
+def _leaves(raw: dict, prefix: str = ""):
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_the_one_default_set_is_params_yaml_key_by_key():
+    """Regression: a missing section silently took code defaults unlike params.yaml (clip 100/20, MC3-18,
+    hidden 128). Every key params.yaml writes has exactly its value as the code default."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defaults = flatten(parse_params({}))
+    for key, value in _leaves(raw):
+        if key == "data.datasets":
+            assert parse_params({"data": {"datasets": value}}).data.datasets == parse_params({}).data.datasets
+            continue
+        assert key in defaults and defaults[key] == value, f"{key}: params.yaml {value!r}, default {defaults.get(key)!r}"
+    assert parse_params(raw) == parse_params({})
+
+
+@pytest.mark.parametrize("section", ["clip", "relation", "mask", "encoder", "crop", "train_relation"])
+def test_a_missing_or_empty_section_means_params_yaml(section):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    full = parse_params(raw)
+    missing = {k: v for k, v in raw.items() if k != section}
+    assert parse_params(missing) == full
+    assert parse_params({**raw, section: None}) == full      # `clip:` with nothing under it
+    assert parse_params({**raw, section: {}}) == full
+
+
+@pytest.mark.parametrize("crop, message", [
+    ({"thresholds": [0.6, 0.7]}, r"'crop.thresholds': List should have at least 3 items"),
+    ({"thresholds": [0.6, 0.7, 0.7, 0.7]}, r"'crop.thresholds': List should have at most 3 items"),
+    ({"thresholds": [0.6, 1.5, 0.7]}, r"'crop.thresholds.1': Input should be less than or equal to 1"),
+    ({"thresholds": [0.0, 0.7, 0.7]}, r"'crop.thresholds.0': Input should be greater than 0"),
+    ({"smooth": 4}, r"'crop.smooth': .*must be odd"),
+    ({"max_frames": 16}, r"crop.max_frames \(16\) is less than clip.frames \(32\)"),
+])
+def test_bad_crop_detector_settings_are_rejected_at_load_time(crop, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params({"crop": crop})
 
 
 def test_flatten_gives_dotted_keys():
