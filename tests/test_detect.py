@@ -249,3 +249,25 @@ def test_detect_refuses_an_unusable_out_before_any_scoring(tmp_path, capsys):
     (tmp_path / "dir.json").mkdir()
     assert main(["detect", "x.mp4", "--out", str(tmp_path / "dir.json")]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_a_folder_named_like_a_video_or_without_videos_is_reported_not_0_videos(work, tmp_path, capsys):
+    """Regression: `mrl detect dir.mp4` printed "0 videos" and exited 0; a symbolic link loop and a directory
+    `x.mp4` inside a folder were dropped without a word."""
+    from pipeline.cli import main
+    (tmp_path / "dir.mp4").mkdir()
+    args = ["--encoder", str(work["encoder"]), "--relation", str(work["relation"]), "--no-progress"]
+    assert main(["detect", str(tmp_path / "dir.mp4"), "--out", str(tmp_path / "r1"), *args]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'dir.mp4'}: a directory named like a video with no video file inside" in out
+    assert "detect: 1 videos, 0 scored" in out
+    folder = tmp_path / "folder"
+    (folder / "x.mp4").mkdir(parents=True)
+    (folder / "loop.mp4").symlink_to("loop.mp4")
+    assert main(["detect", str(folder), "--out", str(tmp_path / "r2"), *args]) == 1
+    out = capsys.readouterr().out
+    assert f"loop: skipped: {folder / 'loop.mp4'}: symbolic link loop" in out
+    assert f"x: skipped: {folder / 'x.mp4'}: a directory named like a video with no video file inside" in out
+    (tmp_path / "empty").mkdir()
+    assert main(["detect", str(tmp_path / "empty"), "--out", str(tmp_path / "r3"), *args]) == 1
+    assert "a folder with no video file inside (looked for .3gp, .avi" in capsys.readouterr().out

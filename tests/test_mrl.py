@@ -300,7 +300,7 @@ def test_batch_input_norm_standardises_each_vertex_entry_over_batch_and_snippets
     z = rel.normalize_input(v).reshape(48, 15)
     assert torch.allclose(z.mean(0), torch.zeros(15), atol=1e-5)
     assert torch.allclose(z.std(0, unbiased=False), torch.ones(15), atol=1e-2)
-    assert _relation().normalize_input(v) is v                                # 'none': the paper's vertices
+    assert _relation(input_norm="none").normalize_input(v) is v                              # 'none': the paper's vertices
     with pytest.raises(ValueError, match="input_norm"):
         from graph_models.mrl import RelationLearner
         from graph_models.gconv_gru import build_cell

@@ -39,6 +39,7 @@ from feature_cache import sha256_file
 from graph_models import MRLModel, RelationLearner
 from pipeline.ingest.clips import clip_to_tensor
 from pipeline.ingest.cropping import crop_video
+from pipeline.ingest.datasets.common import not_a_file_reason
 from pipeline.ingest.faces import FaceDetector
 from pipeline.model_card import crop_params_from_model
 from pipeline.model_io import load_encoder, load_relation, read_model_file
@@ -214,14 +215,18 @@ def load_mlflow_model(uri: str, trust_pickle: bool = False, device: torch.device
 # --------------------------------------------------------------------------- inputs
 def find_videos(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
     """Files as given, folders searched recursively for :data:`VIDEO_EXTENSIONS` (sorted); also says whether a
-    folder was among the inputs. A path that does not exist is kept (it is reported as skipped)."""
+    folder was among the inputs. What cannot be scored is kept, to be reported as skipped with the reason
+    (:func:`_not_scorable`): a path that does not exist, a folder with no video inside, and entries of a folder
+    named like videos that are no file (a directory ``x.mp4``, a symbolic link loop, a broken link)."""
     out: list[Path] = []
     folder = False
     for x in inputs:
         p = Path(x)
         if p.is_dir():
             folder = True
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_EXTENSIONS)
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_EXTENSIONS
+                           and not (q.is_dir() and _has_videos(q)))
+            out += found or [p]
         else:
             out.append(p)
     seen, uniq = set(), []
@@ -231,6 +236,21 @@ def find_videos(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
             seen.add(k)
             uniq.append(p)
     return uniq, folder
+
+
+def _has_videos(folder: Path) -> bool:
+    return any(q.is_file() and q.suffix.lower() in VIDEO_EXTENSIONS for q in folder.rglob("*"))
+
+
+def _not_scorable(path: Path) -> Optional[str]:
+    """Why ``path`` is no video file to score (None when it is a file)."""
+    why = not_a_file_reason(path)
+    if why is None or why == "not found":
+        return None                               # a missing file keeps the decoder's "file not found"
+    if path.is_dir() and not _has_videos(path):
+        kind = "a directory named like a video" if path.suffix.lower() in VIDEO_EXTENSIONS else "a folder"
+        return f"{kind} with no video file inside (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})"
+    return why
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -275,6 +295,10 @@ def detect_video(path: str | Path, model: LoadedModel, device: torch.device, det
                              "frames_read": 0, "frames_with_face": 0, "fps": None, "window_frames": model.frames,
                              "stride": stride or model.frames, "windows": [], "heatmaps": [],
                              "warnings": list(model.warnings)}
+    why = _not_scorable(path)
+    if why:
+        entry.update(reason=f"{path}: {why}", seconds=round(time.time() - t0, 3))
+        return entry
     if detector is None:
         detector = FaceDetector.from_params(model.crop, device=str(device))
     with tempfile.TemporaryDirectory(prefix="mrl-detect-") as tmp:
@@ -491,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
     t = result["totals"]
     print(f"detect: {t['videos']} videos, {t['ok']} scored ({t['fake']} fake, {t['real']} real), {t['skipped']} "
           f"skipped -> {paths['json']}, {paths['csv']}")
-    return 0 if t["ok"] > 0 or t["videos"] == 0 else 1
+    return 0 if t["ok"] > 0 else 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

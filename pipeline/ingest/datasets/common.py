@@ -1,15 +1,17 @@
 """Pieces shared by the dataset adapters: the manifest schema, row building and file listing."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
 
 __all__ = ["read_json", "MANIFEST_COLUMNS", "VIDEO_KEY_COLUMNS", "SPLITS", "VIDEO_EXTENSIONS",
-           "make_row", "rows_to_frame", "list_videos", "require_dir"]
+           "make_row", "rows_to_frame", "list_videos", "not_a_file_reason", "require_dir"]
 
 #: Column order of ``data/manifest.csv`` (see docs/CONTRACTS.md).
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -47,12 +49,36 @@ def rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return df.astype({"label": "int64", "size_bytes": "int64"})
 
 
+def not_a_file_reason(path: Path) -> Optional[str]:
+    """Why ``path`` (named like a video) cannot be read as a file, or None if it is a regular file:
+    a symbolic link loop, a broken symbolic link, a directory, or something else (a socket, a FIFO...)."""
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:                      # Python < 3.13
+            return "symbolic link loop"
+        except OSError as exc:
+            return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link (target missing)"
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "a directory named like a video, not a video file"
+    return "not found" if not path.exists() else "not a regular file"
+
+
 def list_videos(folder: Path) -> list[Path]:
-    """Video files directly inside ``folder`` (not recursive), sorted by name; [] if absent."""
+    """Video files directly inside ``folder`` (not recursive), sorted by name; [] if absent. Entries named like
+    a video that are no readable file (a directory ``x.mp4``, a symbolic link loop, a broken link) are skipped
+    with one warning naming each and why."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
+    problems = {p: not_a_file_reason(p) for p in named}
+    skipped = [f"{p.name} ({why})" for p, why in problems.items() if why]
+    if skipped:
+        warnings.warn(f"{folder}: skipped {len(skipped)} entries named like videos: {', '.join(skipped)}")
+    return [p for p, why in problems.items() if not why]
 
 
 def require_dir(path: Path, what: str, dataset: Optional[str] = None) -> Path:

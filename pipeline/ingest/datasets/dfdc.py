@@ -7,6 +7,7 @@ Layout under ``root``::
     test/labels.csv                   columns filename,label   (optional)
     test/<filename>
 
+Videos on disk that no metadata.json or labels.csv lists are dropped with a warning (count and examples).
 Methods are ``real`` and ``fake`` (DFDC does not name the manipulation). ``source_id`` of a fake is
 the stem of its original; ``identity`` is empty (DFDC publishes no person ids).
 
@@ -26,22 +27,30 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.params import DatasetSpec
-from .common import make_row, read_json, rows_to_frame
+from .common import list_videos, make_row, read_json, rows_to_frame
 from .splits import assign_group_splits
 
 __all__ = ["TEST_DIR", "build_dfdc"]
 
 TEST_DIR = "test"
 _LABELS = {"REAL": 0, "FAKE": 1}
+_EXAMPLES = 5  # unlisted videos named in the warning
 
 
-def _part_rows(spec: DatasetSpec, part: Path) -> tuple[list[dict], int]:
-    """Rows of one ``dfdc_train_part_*`` folder (split still empty); also the count of missing files."""
+def _unlisted(folder: Path, listed: set[str]) -> list[Path]:
+    """Videos on disk in ``folder`` that its metadata/labels file does not list."""
+    return [p for p in list_videos(folder) if p.name not in listed]
+
+
+def _part_rows(spec: DatasetSpec, part: Path) -> tuple[list[dict], int, list[Path]]:
+    """Rows of one ``dfdc_train_part_*`` folder (split still empty); also the count of missing files and the
+    videos on disk its metadata.json does not list."""
     meta_path = part / "metadata.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"dataset '{spec.name}': DFDC metadata not found: {meta_path}")
     rows, missing = [], 0
-    for name, info in sorted(read_json(meta_path, spec.name).items()):
+    meta = read_json(meta_path, spec.name)
+    for name, info in sorted(meta.items()):
         label = _LABELS.get(str(info.get("label", "")).upper())
         if label is None:
             raise ValueError(f"{meta_path}: {name}: label must be FAKE or REAL, got {info.get('label')!r}")
@@ -51,17 +60,19 @@ def _part_rows(spec: DatasetSpec, part: Path) -> tuple[list[dict], int]:
             continue
         source = Path(info["original"]).stem if label and info.get("original") else ""
         rows.append(make_row(spec.name, "fake" if label else "real", path.stem, path, label, source_id=source))
-    return rows, missing
+    return rows, missing, _unlisted(part, set(meta))
 
 
-def _test_rows(spec: DatasetSpec, folder: Path) -> tuple[list[dict], int]:
-    """Rows of ``test/labels.csv`` (label 1 = fake), all split "test"."""
+def _test_rows(spec: DatasetSpec, folder: Path) -> tuple[list[dict], int, list[Path]]:
+    """Rows of ``test/labels.csv`` (label 1 = fake), all split "test"; also the count of missing files and the
+    videos on disk the labels file does not list."""
     labels = folder / "labels.csv"
     if not labels.is_file():
         raise FileNotFoundError(f"dataset '{spec.name}': DFDC test labels not found: {labels}")
-    rows, missing = [], 0
+    rows, missing, listed = [], 0, set()
     with labels.open(newline="") as f:
         for rec in csv.DictReader(f):
+            listed.add(rec["filename"])
             label = int(float(rec["label"]))
             if label not in (0, 1):
                 raise ValueError(f"{labels}: {rec['filename']}: label must be 0 or 1, got {rec['label']!r}")
@@ -70,23 +81,30 @@ def _test_rows(spec: DatasetSpec, folder: Path) -> tuple[list[dict], int]:
                 missing += 1
                 continue
             rows.append(make_row(spec.name, "fake" if label else "real", path.stem, path, label, "test"))
-    return rows, missing
+    return rows, missing, _unlisted(folder, listed)
 
 
 def build_dfdc(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     """Manifest rows of one DFDC dataset (see the module docstring for the rules)."""
     root = Path(spec.root)
     parts = sorted(p for p in root.glob("dfdc_train_part_*") if p.is_dir())
-    train_rows, missing = [], 0
+    train_rows, missing, unlisted = [], 0, []
     for part in parts:
-        more, m = _part_rows(spec, part)
+        more, m, u = _part_rows(spec, part)
         train_rows += more
         missing += m
+        unlisted += u
     test_rows: list[dict] = []
     has_test = (root / TEST_DIR).is_dir()
     if has_test:
-        test_rows, m = _test_rows(spec, root / TEST_DIR)
+        test_rows, m, u = _test_rows(spec, root / TEST_DIR)
         missing += m
+        unlisted += u
+    if unlisted:
+        shown = ", ".join(p.relative_to(root).as_posix() for p in unlisted[:_EXAMPLES])
+        more = f" and {len(unlisted) - _EXAMPLES} more" if len(unlisted) > _EXAMPLES else ""
+        warnings.warn(f"dataset '{spec.name}': {len(unlisted)} DFDC videos on disk are in no metadata.json or "
+                      f"{TEST_DIR}/labels.csv, dropped: {shown}{more}")
     if not parts and not has_test:
         raise FileNotFoundError(f"dataset '{spec.name}': no dfdc_train_part_* or {TEST_DIR}/ folder in {root}")
     if missing:

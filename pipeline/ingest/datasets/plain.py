@@ -26,7 +26,7 @@ from typing import Optional
 import pandas as pd
 
 from pipeline.params import DatasetSpec
-from .common import SPLITS, list_videos, make_row, rows_to_frame
+from .common import SPLITS, VIDEO_EXTENSIONS, list_videos, make_row, rows_to_frame
 from .splits import assign_group_splits
 
 __all__ = ["SPLIT_FILE", "find_videos", "read_split_file", "build_plain"]
@@ -41,7 +41,8 @@ def find_videos(root: Path) -> list[tuple[str, Path]]:
     found += [("fake", p) for p in list_videos(root / "fake")]
     fake = root / "fake"
     if fake.is_dir():
-        for sub in sorted(d for d in fake.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        for sub in sorted(d for d in fake.iterdir() if d.is_dir() and not d.name.startswith(".")
+                          and d.suffix.lower() not in VIDEO_EXTENSIONS):  # a folder `x.mp4`: skipped, warned
             found += [(sub.name, p) for p in list_videos(sub)]
     return found
 
