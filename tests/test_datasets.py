@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -17,8 +18,9 @@ from pipeline.params import DatasetSpec
 
 
 def _videos(root: Path, *relpaths: str) -> None:
+    """Tiny videos, each with its own bytes (seeded by its path): the leak check flags byte-identical files."""
     for rel in relpaths:
-        make_video(root / rel)
+        make_video(root / rel, seed=zlib.crc32(rel.encode()))
 
 
 def _by_id(df: pd.DataFrame) -> dict[str, pd.Series]:
@@ -300,3 +302,79 @@ def test_broken_json_names_the_file_and_the_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"dataset 'dfdc': .*dfdc_train_part_1/metadata\.json: not valid JSON at "
                                          r"line 1"):
         build_manifest([DatasetSpec(name="dfdc", type="dfdc", root=str(tmp_path / "dfdc"))], seed=0)
+
+
+# ----------------------------------------------------------------------------- issue 14: the manifest follows the data
+def test_ffpp_fakes_only_at_another_compression_is_an_error_naming_the_folders(tmp_path: Path) -> None:
+    """Regression: originals at c23 and fakes only at c40 gave 6 real and 0 fake videos, exit 0."""
+    _ffpp_tree(tmp_path)
+    for method in ("Deepfakes", "Face2Face"):
+        (tmp_path / f"manipulated_sequences/{method}/c23").rename(tmp_path / f"manipulated_sequences/{method}/c40")
+    spec = DatasetSpec(name="ff", type="ffpp", root=str(tmp_path))   # default methods: folders may be missing
+    with pytest.warns(UserWarning, match="method folder missing"), pytest.raises(ValueError) as e:
+        build_manifest([spec], seed=0)
+    msg = str(e.value)
+    assert "dataset 'ff' (type ffpp): split 'train' has 4 real and 0 fake videos" in msg
+    assert f"{tmp_path}/manipulated_sequences/Deepfakes/c23/videos (missing)" in msg
+    assert f"{tmp_path}/original_sequences/youtube/c23/videos\n" in msg
+    assert "compressions present under" in msg and "c23, c40" in msg
+
+
+def test_plain_without_fakes_in_train_is_an_error(tmp_path: Path) -> None:
+    _videos(tmp_path, *[f"real/r{i}.mp4" for i in range(5)])
+    with pytest.raises(ValueError, match=r"split 'train' has 3 real and 0 fake videos.*\n.*/real"):
+        build_manifest([DatasetSpec(name="demo", type="plain", root=str(tmp_path))], seed=0)
+    assert set(build_manifest([DatasetSpec(name="demo", type="plain", root=str(tmp_path), test_only=True)],
+                              seed=0).split) == {"test"}   # a test-only dataset may be one-sided
+
+
+def test_dfdc_videos_in_no_metadata_file_are_warned_with_count_and_examples(tmp_path: Path) -> None:
+    _dfdc_tree(tmp_path)
+    _videos(tmp_path, "dfdc_train_part_0/stray1.mp4", "dfdc_train_part_1/stray2.mp4", "test/stray3.mp4")
+    with pytest.warns(UserWarning) as record:
+        df = build_manifest([DatasetSpec(name="dfdc", type="dfdc", root=str(tmp_path), val_fraction=0.2)], seed=0)
+    msgs = [str(w.message) for w in record]
+    assert ("dataset 'dfdc': 3 DFDC videos on disk are in no metadata.json or test/labels.csv, dropped: "
+            "dfdc_train_part_0/stray1.mp4, dfdc_train_part_1/stray2.mp4, test/stray3.mp4") in msgs
+    assert not {"stray1", "stray2", "stray3"} & set(df.video_id)
+
+
+def test_same_ffpp_twice_train_and_test_only_is_a_leak(tmp_path: Path) -> None:
+    """Regression: FF++ at c23 to train and the same FF++ at c40 as test_only put the same people in both."""
+    _ffpp_tree(tmp_path)
+    c40 = ["original_sequences/youtube/c40/videos/001.mp4", "manipulated_sequences/Deepfakes/c40/videos/002_003.mp4"]
+    _videos(tmp_path, *c40)
+    train = _ffpp_spec(tmp_path)
+    test = DatasetSpec(name="ff40", type="ffpp", root=str(tmp_path), compression="c40", methods=["Deepfakes"],
+                       test_only=True)
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as e:
+        build_manifest([train, test], seed=0)
+    msg = str(e.value)
+    assert "identity or source id in two datasets and different splits" in msg
+    assert "'ffpp:001' in ['ff/train', 'ff40/test']" in msg and "'ffpp:003' in ['ff/train', 'ff40/test']" in msg
+
+
+def test_byte_identical_files_in_different_splits_name_both_files(tmp_path: Path) -> None:
+    _plain_tree(tmp_path)
+    df = build_manifest([DatasetSpec(name="demo", type="plain", root=str(tmp_path))], seed=0)
+    train = df[(df.split == "train") & (df.method == "real")].iloc[0]
+    test = df[(df.split == "test") & (df.method == "real")].iloc[0]
+    Path(test.path).write_bytes(Path(train.path).read_bytes())   # the same clip under another name
+    with pytest.raises(ValueError, match="byte-identical files in different splits: ") as e:
+        build_manifest([DatasetSpec(name="demo", type="plain", root=str(tmp_path))], seed=0)
+    assert f"{train.path} (train)" in str(e.value) and f"{test.path} (test)" in str(e.value)
+
+
+def test_symlink_loop_and_directory_named_like_a_video_are_reported(tmp_path: Path) -> None:
+    _plain_tree(tmp_path)
+    (tmp_path / "real" / "x.mp4").mkdir()
+    (tmp_path / "fake" / "y.mp4").mkdir()
+    (tmp_path / "real" / "loop.mp4").symlink_to("loop.mp4")
+    with pytest.warns(UserWarning) as record:
+        df = build_manifest([DatasetSpec(name="demo", type="plain", root=str(tmp_path))], seed=0)
+    msgs = [str(w.message) for w in record]
+    assert (f"{tmp_path / 'real'}: skipped 2 entries named like videos: loop.mp4 (symbolic link loop), x.mp4 "
+            "(a directory named like a video, not a video file)") in msgs
+    assert f"{tmp_path / 'fake'}: skipped 1 entries named like videos: y.mp4 (a directory named like a video, " \
+           "not a video file)" in msgs
+    assert len(df) == 10 and "y.mp4" not in set(df.method)

@@ -2,7 +2,8 @@
 
 Each ``DatasetSpec.type`` has an adapter module (:mod:`.plain`, :mod:`.ffpp`, :mod:`.celebdf`,
 :mod:`.dfdc`) whose docstring states its layout and split rules. :func:`build_manifest` runs them,
-applies ``test_only``, sorts the rows by (dataset, method, video_id) and runs
+applies ``test_only``, checks that each split the model trains on (train, val) holds both real and fake
+videos (an error naming the folders looked in otherwise), sorts the rows by (dataset, method, video_id) and runs
 :func:`~.splits.check_leaks`, so a leaking manifest is never written. The same seed and the same
 files always give the identical manifest.
 """
@@ -18,7 +19,7 @@ from pipeline.runtime import atomic_write
 from .celebdf import build_celebdf
 from .common import MANIFEST_COLUMNS, SPLITS, VIDEO_KEY_COLUMNS, rows_to_frame
 from .dfdc import build_dfdc
-from .ffpp import build_ffpp
+from .ffpp import build_ffpp, folders_looked_in
 from .plain import build_plain
 from .splits import assign_group_splits, check_leaks
 
@@ -26,6 +27,9 @@ __all__ = ["MANIFEST_COLUMNS", "VIDEO_KEY_COLUMNS", "SPLITS", "ADAPTERS", "build
            "build_manifest", "read_manifest", "write_manifest", "check_leaks", "assign_group_splits"]
 
 #: ``DatasetSpec.type`` -> adapter ``(spec, seed) -> DataFrame`` with :data:`MANIFEST_COLUMNS`.
+#: Splits the model learns from (train) or is selected on (val): each needs real and fake videos.
+TRAINED_SPLITS: tuple[str, ...] = ("train", "val")
+
 ADAPTERS: dict[str, Callable[[DatasetSpec, int], pd.DataFrame]] = {
     "plain": build_plain, "ffpp": build_ffpp, "celebdf": build_celebdf, "dfdc": build_dfdc,
 }
@@ -41,7 +45,25 @@ def build_dataset(spec: DatasetSpec, seed: int) -> pd.DataFrame:
         df["split"] = "test"
     if df.empty:
         raise ValueError(f"dataset '{spec.name}' (type {spec.type}): no videos found under {root}")
+    _check_both_labels(spec, df)
     return df
+
+
+def _folders_looked_in(spec: DatasetSpec, df: pd.DataFrame) -> list[str]:
+    if spec.type == "ffpp":
+        return folders_looked_in(spec)
+    return sorted({Path(p).parent.as_posix() for p in df["path"]}) or [str(spec.root)]
+
+
+def _check_both_labels(spec: DatasetSpec, df: pd.DataFrame) -> None:
+    """A split the model trains on (train, val) that holds videos must hold real and fake ones."""
+    for split in TRAINED_SPLITS:
+        labels = df.loc[df["split"] == split, "label"].astype(int)
+        if len(labels) and labels.nunique() < 2:
+            n_fake = int(labels.sum())
+            folders = "\n    ".join(_folders_looked_in(spec, df))
+            raise ValueError(f"dataset '{spec.name}' (type {spec.type}): split '{split}' has {len(labels) - n_fake} "
+                             f"real and {n_fake} fake videos; both are needed to train. Looked in:\n    {folders}")
 
 
 def build_manifest(specs: list[DatasetSpec], seed: int, holdout_methods: Sequence[str] = ()) -> pd.DataFrame:

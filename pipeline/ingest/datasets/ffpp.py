@@ -30,7 +30,7 @@ from pipeline.params import DatasetSpec
 from .common import SPLITS, list_videos, make_row, read_json, require_dir, rows_to_frame
 from .splits import assign_group_splits
 
-__all__ = ["DEFAULT_METHODS", "load_official_splits", "build_ffpp"]
+__all__ = ["DEFAULT_METHODS", "load_official_splits", "folders_looked_in", "build_ffpp"]
 
 DEFAULT_METHODS: tuple[str, ...] = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 DFD = "DeepFakeDetection"
@@ -140,6 +140,18 @@ def _dfd_rows(spec: DatasetSpec, root: Path, seed: int) -> tuple[list[dict], int
             continue
         rows.append(make_row(spec.name, DFD, p.stem, p, 1, actor_split[target], identity=target, source_id=source))
     return rows, dropped
+
+
+def folders_looked_in(spec: DatasetSpec) -> list[str]:
+    """The video folders this spec reads, each marked "(missing)" when absent, plus the compressions on disk
+    (for the error when a split ends up with no real or no fake video)."""
+    root = Path(spec.root)
+    methods = list(spec.methods) if spec.methods is not None else list(DEFAULT_METHODS)
+    folders = [_videos_dir(root, "original_sequences", "youtube", spec.compression)]
+    folders += [_videos_dir(root, "manipulated_sequences", m, spec.compression) for m in methods]
+    out = [f"{f}{'' if f.is_dir() else ' (missing)'}" for f in folders]
+    present = sorted({p.parent.name for p in root.glob("*_sequences/*/*/videos") if p.is_dir()})
+    return out + [f"compressions present under {root}: {', '.join(present) or 'none'}"]
 
 
 def build_ffpp(spec: DatasetSpec, seed: int) -> pd.DataFrame:

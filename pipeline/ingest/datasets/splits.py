@@ -6,15 +6,17 @@ validation or test.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from collections import defaultdict
+from pathlib import Path
 from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["split_counts", "assign_group_splits", "check_leaks"]
+__all__ = ["split_counts", "assign_group_splits", "check_leaks", "file_sha256"]
 
 _MAX_NAMED = 10
 
@@ -118,6 +120,44 @@ def _check_source_groups(sub: pd.DataFrame, name: str) -> list[str]:
     return [f"dataset '{name}': original video and its fakes in different splits: {_name(bad)}"] if bad else []
 
 
+def _check_across_datasets(df: pd.DataFrame, types: Mapping[str, str]) -> list[str]:
+    """An identity or source id shared by two datasets of one type (e.g. one FF++ configured twice, at c23 to
+    train and at c40 as ``test_only``) is in one split across them."""
+    where: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for col in ("identity", "source_id"):
+        sub = df[df[col].astype(str) != ""]
+        for name, value, split in zip(sub["dataset"], sub[col], sub["split"]):
+            where[(types.get(str(name), ""), str(value))].add((str(name), str(split)))
+    bad = {f"{t}:{v}" if t else v: {f"{d}/{s}" for d, s in places} for (t, v), places in where.items()
+           if len({d for d, _ in places}) > 1 and len({s for _, s in places}) > 1}
+    return [f"identity or source id in two datasets and different splits: {_name(bad)}"] if bad else []
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_identical_files(df: pd.DataFrame) -> list[str]:
+    """No two files with the same bytes in different splits. Cheap: only files whose size (``size_bytes``)
+    is shared by rows of different splits are hashed (distinct video sizes rarely coincide); rows whose file
+    is not on disk are not hashed."""
+    digests: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for _, group in df.groupby("size_bytes"):
+        if group["split"].nunique() < 2:
+            continue
+        for path, split in zip(group["path"], group["split"]):
+            if Path(path).is_file():
+                digests[file_sha256(path)].add((str(path), str(split)))
+    bad = [sorted(v) for v in digests.values() if len({s for _, s in v}) > 1]
+    return [f"byte-identical files in different splits: " + " and ".join(f"{p} ({s})" for p, s in pair)
+            for pair in sorted(bad)[:_MAX_NAMED]]
+
+
 def check_leaks(df: pd.DataFrame, dataset_types: Optional[Mapping[str, str]] = None) -> None:
     """Raise ``ValueError`` naming the offending ids and splits if the manifest leaks.
 
@@ -130,9 +170,12 @@ def check_leaks(df: pd.DataFrame, dataset_types: Optional[Mapping[str, str]] = N
       the authors' fixed ``List_of_testing_videos.txt`` (official protocol; its people also appear
       in the remaining videos). Train and val must still be identity-disjoint.
     * ``dfdc``: a fake and its original video (``source_id``) are in the same split.
+
+    Across datasets: an identity or source id shared by datasets of the same type is in one split, and no
+    two files with the same bytes (SHA-256) are in different splits, whatever their names.
     """
     types = dict(dataset_types or {})
-    errors = _check_keys(df) + _check_paths(df)
+    errors = _check_keys(df) + _check_paths(df) + _check_across_datasets(df, types) + _check_identical_files(df)
     for name, sub in df.groupby("dataset", sort=True):
         kind = types.get(str(name), "")
         errors += _check_identity(sub, str(name), official_test=(kind == "celebdf"))
