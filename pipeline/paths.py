@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEMO_DIR", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
+__all__ = ["DEMO_DIR", "LISTING", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
            "STAGES", "run_dir", "run_record", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS"]
 
 # data
 DEMO_DIR = Path("data/demo")                 # demo: real and generated fake clips, masks, splits.csv
+LISTING = Path("data/listing.json")          # scan: fingerprint of the dataset folders (always run)
 MANIFEST = Path("data/manifest.csv")         # manifest: one row per video
 CROPS = Path("data/crops")                   # crop: HDF5 face windows, index.csv, report.json
 FEATURES = Path("data/features.h5")          # cache_features: per-snippet vertices
@@ -30,7 +31,7 @@ ROC_PNG = Path("plots/roc.png")
 
 #: The DVC stages in pipeline order (``baseline`` is a side branch off ``crop``); ``pipeline/stages/<name>.py``
 #: is each one's entry point.
-STAGES = ("demo", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline")
+STAGES = ("demo", "scan", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline")
 
 
 def run_dir(stage: str) -> Path:
@@ -59,6 +60,7 @@ def plots_file(stage: str) -> Path:
 #: What each stage writes (outs, metrics and plots in dvc.yaml).
 STAGE_OUTPUTS: dict[str, list[Path]] = {
     "demo": [DEMO_DIR],
+    "scan": [LISTING],
     "manifest": [MANIFEST],
     "crop": [CROPS],
     "train_encoder": [ENCODER, run_record("train_encoder"), metrics_file("train_encoder"), plots_file("train_encoder")],
@@ -72,7 +74,8 @@ STAGE_OUTPUTS: dict[str, list[Path]] = {
 #: The data and models each stage reads (its non-code deps in dvc.yaml).
 STAGE_INPUTS: dict[str, list[Path]] = {
     "demo": [],
-    "manifest": [DEMO_DIR],
+    "scan": [DEMO_DIR],
+    "manifest": [DEMO_DIR, LISTING],
     "crop": [MANIFEST],
     "train_encoder": [CROPS],
     "cache_features": [ENCODER, CROPS],
