@@ -4,7 +4,8 @@ Reads ``data/manifest.csv``; writes one HDF5 file per video under ``data/crops/<
 ``index.csv`` (one row per window) and ``report.json`` (frames read, frames with a face, skipped videos and
 why). Up-to-date outputs are reused, so an interrupted run resumes; one broken video is skipped and recorded.
 A video the system cannot read now (permissions, I/O) is not cached: the stage crops all the others, then
-fails naming it, so the next ``dvc repro`` runs the stage again and tries only that video.
+fails naming it, so the next ``dvc repro`` runs the stage again and tries it again (a direct re-run of this
+module reuses the other videos' files; ``dvc repro`` removes a stage's outputs before running it).
 The work is :mod:`pipeline.ingest.cropping`.
 
     python -m pipeline.stages.crop [--params params.yaml]
@@ -68,8 +69,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"crop: skipped {v['dataset']}/{v['method']}/{v['video_id']}: {v['skipped']}", file=sys.stderr)
     failed = [v for v in report["videos"] if v.get("status") == FAILED]
     if failed:
-        print(f"crop: FAILED: {len(failed)} of {t['videos']} videos could not be read (listed above); the other "
-              f"videos are cropped and kept, so the next run (`dvc repro`) only tries these again", file=sys.stderr)
+        print(f"crop: FAILED: {len(failed)} of {t['videos']} videos could not be read (listed above; nothing is "
+              f"cached for them): fix their access and run again (`dvc repro` re-runs this failed stage)",
+              file=sys.stderr)
         return 1
     if t["windows"] == 0:
         print(f"crop: FAILED: no window left from {t['videos']} videos ({t['skipped']} skipped; "
