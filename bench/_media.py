@@ -52,3 +52,29 @@ def face_video(path: str | Path, frames: int = 60, width: int = 640, height: int
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_video(path, face_frames(frames, width, height, seed), fps=fps,
                        options={"preset": "veryfast", "crf": "20"})
+
+
+def synthetic_crops(root: str | Path, videos: int = 16, windows: int = 2, frames: int = 32, size: int = 64,
+                    level: int = 4, val_every: int = 4) -> Path:
+    """A crop folder in the crop stage's layout (``<dataset>/<method>/<video>.h5`` with ``clips`` [W, F, S, S, 3]
+    in per-window gzip chunks, and ``index.csv``) made of :func:`face_frames` (a real face, so the clips compress
+    like face crops); every ``val_every``-th video is in val, the others in train, labels alternate."""
+    import h5py
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    for v in range(videos):
+        label = v % 2
+        method = "fake" if label else "real"
+        clips = np.stack(face_frames(windows * frames, size, size, seed=v)).reshape(windows, frames, size, size, 3)
+        rel = f"bench/{method}/v{v:03d}.h5"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(root / rel, "w") as f:
+            f.create_dataset("clips", data=clips, chunks=(1, frames, size, size, 3), compression="gzip",
+                             compression_opts=level)
+        split = "val" if v % val_every == val_every - 1 else "train"
+        rows += [{"dataset": "bench", "method": method, "video_id": f"v{v:03d}", "label": label, "split": split,
+                  "identity": f"id{v}", "file": rel, "window": w} for w in range(windows)]
+    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
+    return root
