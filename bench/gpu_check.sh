@@ -27,9 +27,9 @@ if [ "$MODE" = gpu ]; then
   fi
   CORES=$(nproc)
   RUNS=(
-    "encoder_speed|120|$PY bench/encoder_speed.py --device cuda --batch 64 --iters 10 --paper-batch 30 --paper-iters 5"
-    "crop_speed|200|$PY bench/crop_speed.py --device cuda --batch 128 --frames 240 --videos 32 --video-frames 104 --video-size 160 --workers 1,auto"
-    "epoch_speed (paper size)|180|$PY bench/epoch_speed.py --device cuda --size paper --batch 30 --videos 48 --windows 2 --epochs 3 --steps 5 --workers 0,$CORES"
+    "encoder_speed|90|$PY bench/encoder_speed.py --device cuda --batch 64 --iters 10 --paper-batch 30 --paper-iters 5"
+    "crop_speed|180|$PY bench/crop_speed.py --device cuda --batch 128 --frames 240 --videos 32 --video-frames 104 --video-size 160 --workers 1,auto"
+    "epoch_speed (paper size)|150|$PY bench/epoch_speed.py --device cuda --size paper --batch 30 --videos 48 --windows 2 --epochs 3 --steps 5 --workers 0,$CORES"
     "relation_cell|60|$PY bench/relation_cell.py --device cuda --repeats 10"
   )
 else

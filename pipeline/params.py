@@ -147,8 +147,8 @@ class CropParams(_Section):
     compression: int = Field(4, ge=0, le=9, description="gzip level of the crop HDF5 files")
     max_frames: Optional[int] = Field(None, ge=1, description="read at most this many frames per video (null: all)")
     num_workers: Union[int, Literal["auto"]] = Field(
-        "auto", description="processes cropping videos in parallel; auto: 1 on CPU, the cores (at most 8) with "
-                            "a GPU. Does not change the crops (not part of the crop hash)")
+        "auto", description="processes cropping videos in parallel; auto: the CPU cores, at most 8. Does not "
+                            "change the crops (not part of the crop hash)")
 
     @field_validator("num_workers", mode="before")
     @classmethod

@@ -90,7 +90,7 @@ def _setup(tmp: Path, rows: list[dict], out: str = "crops", **crop_kw) -> Path:
     tmp.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(tmp / "manifest.csv", index=False)
     crop = dict(out_dir=str(tmp / out), image_size=S, detect_max_side=160, detect_batch=16, smooth=3,
-                compression=1)
+                compression=1, num_workers=1)  # one process (fast); the worker processes have their own test
     crop.update(crop_kw)
     params = {"device": "cpu", "data": {"manifest": str(tmp / "manifest.csv")},
               "clip": {"frames": F, "snippet_length": 4}, "crop": crop}
@@ -420,9 +420,8 @@ def test_prefetch_keeps_order_raises_the_producers_error_and_stops_early():
     assert closed == [True]
 
 
-def test_num_workers_auto_is_one_on_cpu():
-    assert cropmod.resolve_workers("auto", "cpu") == 1 and cropmod.resolve_workers(3, "cpu") == 3
-    assert 1 <= cropmod.resolve_workers("auto", "cuda") <= 8
+def test_num_workers_auto_is_the_cores_at_most_8():
+    assert cropmod.resolve_workers("auto", "cpu") == min(8, os.cpu_count()) and cropmod.resolve_workers(3) == 3
     with pytest.raises(ValueError, match="num_workers"):
         parse_params({"crop": {"num_workers": 0}})
 
