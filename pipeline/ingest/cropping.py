@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator, Optional
 import h5py
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -484,8 +485,6 @@ _WORKER: Optional[_Cropper] = None
 
 def _worker_init(clip_frames: int, crop, device: Optional[str], phash: str, threads: int) -> None:
     global _WORKER
-    import torch  # noqa: PLC0415 - worker process set-up
-
     torch.set_num_threads(threads)
     _WORKER = _Cropper(clip_frames, crop, device, phash)
 
