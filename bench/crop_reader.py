@@ -4,7 +4,7 @@
 - per-window chunks (1, F, S, S, 3): the crop stage's layout (docs/CONTRACTS.md), one chunk = one window;
 - per-frame chunks (1, 1, S, S, 3): F chunks (F gzip streams, F index lookups) per window.
 
-    python bench/crop_reader.py [--crops data/crops] [--videos 24] [--epochs 2] [--batch 8] [--tiny]
+    python bench/crop_reader.py [--crops data/crops] [--videos 24] [--epochs 2] [--batch 8] [--device cpu] [--tiny]
 
 The clips are generated here (bench/_media.py: a real face picture moving; random noise would not
 compress like faces), or taken from ``--crops`` (the demo crops of ``dvc repro crop``), and rewritten in
@@ -50,16 +50,22 @@ def write_layout(src_root: Path, index: pd.DataFrame, dst: Path, per_frame: bool
     return total
 
 
-def windows_per_s(root: Path, workers: int, epochs: int, batch: int) -> float:
+def windows_per_s(root: Path, workers: int, epochs: int, batch: int, device: torch.device) -> float:
+    """Windows/s of reading every window ``epochs`` times (on CUDA: pinned, copied to the device too)."""
     ds = ClipDataset(root)
+    cuda = device.type == "cuda"
     n = 0
     t = time.perf_counter()
     for e in range(epochs):
         loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                             generator=torch.Generator().manual_seed(e),
+                                             generator=torch.Generator().manual_seed(e), pin_memory=cuda,
                                              worker_init_fn=seed_worker if workers else None)
         for b in loader:
+            if cuda:
+                b["clip"].to(device, non_blocking=True)
             n += len(b["label"])
+    if cuda:
+        torch.cuda.synchronize(device)
     return n / (time.perf_counter() - t)
 
 
@@ -71,7 +77,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--level", type=int, default=4, help="gzip level (crop.compression default 4)")
     ap.add_argument("--tiny", action="store_true", help="seconds-long smoke run")
+    ap.add_argument("--device", default="cpu", help="cuda: batches are also pinned and copied to the GPU")
     args = ap.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available")
+        return 2
     if args.tiny:
         args.videos, args.epochs = 4, 1
     torch.set_num_threads(1)
@@ -98,7 +108,7 @@ def _run(src: Path, tmp: Path, args) -> int:
         root = tmp / ("frame" if per_frame else "window")
         size = write_layout(src, index, root, per_frame, args.level)
         for workers in (0, 2):
-            res[(name, workers)] = windows_per_s(root, workers, args.epochs, args.batch)
+            res[(name, workers)] = windows_per_s(root, workers, args.epochs, args.batch, torch.device(args.device))
             print(f"{name:28s} workers={workers}: {res[(name, workers)]:7.1f} windows/s   "
                   f"(files {size / 2**20:.1f} MiB)")
     for workers in (0, 2):
