@@ -1,6 +1,6 @@
 """Time of a masking experiment (`dvc exp run -S mask.rate=0.6`) against the full `dvc repro` it reuses.
 
-    python bench/mask_experiment.py [--tiny] [--keep DIR]
+    python bench/mask_experiment.py [--tiny] [--keep DIR] [--device cuda]
 
 Builds a fresh copy of the project (tests/workspace.py make_workspace: git + DVC, the DEFAULT params
 or, with --tiny, the tiny params of tests/test_pipeline_e2e.py), runs `dvc repro` timed, then
@@ -33,10 +33,14 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny params of the end-to-end test (about 2 minutes)")
     ap.add_argument("--rate", default="0.6")
     ap.add_argument("--keep", default=None, help="build the workspace here and keep it")
+    ap.add_argument("--device", default=None, help="the params' device (default: params.yaml's, auto)")
     args = ap.parse_args(argv)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mrl-bench-exp-"))
     try:
-        ws = make_workspace(root / "repo", tiny_params() if args.tiny else None)
+        over = dict(tiny_params()) if args.tiny else {}
+        if args.device:
+            over["device"] = args.device
+        ws = make_workspace(root / "repo", over or None)
         t = time.perf_counter()
         full = run_dvc(ws, "repro")
         t_full = time.perf_counter() - t

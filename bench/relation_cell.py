@@ -17,16 +17,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from graph_models.gconv_gru import DenseGConvGRU, TemporalCell, tgt_available  # noqa: E402
+from graph_models.gconv_gru import DenseGConvGRU, TemporalCell, nonnegative_edges, tgt_available  # noqa: E402
 
 
-def time_fwd_bwd(cell, v, edges, repeats: int, warmup: int = 2) -> list[float]:
+def time_fwd_bwd(cell, v, edges, repeats: int, warmup: int = 2, edge_fn=lambda e: e) -> list[float]:
+    """Seconds of forward + backward per repeat; ``edge_fn`` maps the learnable E to the cell's edges."""
     out = []
     for i in range(warmup + repeats):
         cell.zero_grad(set_to_none=True)
         edges.grad = None
         t0 = time.perf_counter()
-        cell(v, edges).square().mean().backward()
+        cell(v, edge_fn(edges)).square().mean().backward()
+        if v.is_cuda:
+            torch.cuda.synchronize(v.device)
         if i >= warmup:
             out.append(time.perf_counter() - t0)
     assert edges.grad is not None and edges.grad.abs().sum() > 0, "no gradient reached E"
@@ -44,7 +47,7 @@ def reduce_to_same(tgt: TemporalCell, dense: DenseGConvGRU) -> None:
         cell.lin_g.weight.copy_(torch.cat([gc.conv_x_r.lins[1].weight, gc.conv_x_z.lins[1].weight,
                                            gc.conv_x_h.lins[1].weight]))
         cell.lin_h.weight.copy_(torch.cat([gc.conv_h_r.lins[1].weight, gc.conv_h_z.lins[1].weight,
-                                           torch.zeros(cp, cp)]))
+                                           torch.zeros(cp, cp, device=cell.lin_h.weight.device)]))
         cell.bias.copy_(torch.cat([gc.conv_x_r.bias + gc.conv_h_r.bias, gc.conv_x_z.bias + gc.conv_h_z.bias,
                                    gc.conv_x_h.bias + gc.conv_h_h.bias]))
 
@@ -67,6 +70,9 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     dev = torch.device(a.device)
     n = a.nodes
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available")
+        return 2
     adj = torch.rand(n, n)
     adj = (adj + adj.T) / 2
     adj.fill_diagonal_(0.0)
@@ -87,7 +93,7 @@ def main(argv=None) -> int:
     e_dense = torch.randn(n, n, device=dev, requires_grad=True)
     e_tgt = torch.randn(n, n, device=dev, requires_grad=True)
     td = time_fwd_bwd(dense, v, e_dense, a.repeats)
-    tt = time_fwd_bwd(tgt, v, e_tgt, a.repeats)
+    tt = time_fwd_bwd(tgt, v, e_tgt, a.repeats, edge_fn=nonnegative_edges)  # tgt needs weights >= 0
     md, mt = statistics.median(td), statistics.median(tt)
     print(f"config: batch={a.batch} N={n} in={a.in_dim} hidden={a.hidden} T={a.steps} "
           f"threads={torch.get_num_threads()} device={dev} torch={torch.__version__}")

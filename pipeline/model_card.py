@@ -9,7 +9,7 @@ time (image size, margin, detector resolution and thresholds, box smoothing, win
 and :func:`crop_params_from_model` rebuilds :class:`~pipeline.params.CropParams` from it (falling back to
 a params file, with a warning, for model files written before the key existed).
 
-``crop`` dict (format ``mrl-crop/1``): every :class:`CropParams` field except ``out_dir`` and
+``crop`` dict (format ``mrl-crop/1``): every :class:`CropParams` field except ``out_dir``, ``num_workers`` and
 ``compression`` (they do not change a pixel of the crops), plus ``clip_frames`` (the window length F = T*D the
 crops were cut into), ``snippet_length`` (D) and ``params_hash`` (the crop stage's hash of those settings).
 Only plain JSON types, so the model file still loads with ``torch.load(weights_only=True)``.
@@ -25,7 +25,7 @@ from pipeline.params import ClipParams, CropParams, Params, load_params
 __all__ = ["CROP_CONFIG_FORMAT", "crop_config_from_params", "crop_params_from_config", "crop_params_from_model"]
 
 CROP_CONFIG_FORMAT = "mrl-crop/1"
-_NOT_STORED = {"out_dir", "compression"}
+_NOT_STORED = {"out_dir", "compression", "num_workers"}
 
 
 def crop_config_from_params(p: Params) -> dict:

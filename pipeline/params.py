@@ -154,6 +154,16 @@ class CropParams(_Section):
     smooth: int = Field(5, ge=1, le=101, description="temporal box smoothing window, frames (odd)")
     compression: int = Field(4, ge=0, le=9, description="gzip level of the crop HDF5 files")
     max_frames: Optional[int] = Field(None, ge=1, description="read at most this many frames per video (null: all)")
+    num_workers: Union[int, Literal["auto"]] = Field(
+        "auto", description="processes cropping videos in parallel; auto: the CPU cores, at most 8. Does not "
+                            "change the crops (not part of the crop hash)")
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, v):
+        if isinstance(v, bool) or (isinstance(v, int) and not 1 <= v <= 64):
+            raise ValueError(f"'num_workers' must be 'auto' or an integer in [1, 64], got {v!r}")
+        return v
 
     @field_validator("smooth")
     @classmethod

@@ -94,3 +94,52 @@ def test_labels_are_not_inverted(trained, task):
     w = predict_windows(res.model, window_loader(str(task), "train", 8, 0), torch.device("cpu"))
     assert w.loc[w.label == 1, "prob"].mean() > w.loc[w.label == 0, "prob"].mean() + 0.2
     assert set(w.loc[w.method == "flicker", "label"]) == {1}
+
+
+def test_persistent_workers_train_the_same_weights_whatever_their_number(task, tmp_path):
+    """train_encoder.num_workers >= 1 keeps ONE training loader (persistent workers, EpochShuffle reshuffled
+    from each epoch generator, every draw of the order taken when the epoch starts) for all epochs: 1 and 2
+    workers (different prefetching) must train bit-identical weights on CPU, and so must a second run."""
+    torch.set_num_threads(2)
+    runs = {}
+    for name, w in (("w1", 1), ("w2", 2), ("w2again", 2)):
+        runs[name] = train_encoder(_params(epochs=2, num_workers=w), task, tmp_path / name)
+    ref = runs["w1"].model.state_dict()
+    for name in ("w2", "w2again"):
+        other = runs[name].model.state_dict()
+        assert ref.keys() == other.keys()
+        for k in ref:
+            assert torch.equal(ref[k], other[k]), (name, k)
+        assert [h["train_total"] for h in runs[name].fit.history] == \
+            [h["train_total"] for h in runs["w1"].fit.history]
+
+
+class _Pid(torch.utils.data.Dataset):
+    """Returns the id of the process that loads each item."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        import os
+
+        return os.getpid()
+
+
+def test_one_persistent_loader_keeps_its_workers_and_reshuffles_every_epoch():
+    from pipeline.ingest.clips import EpochShuffle
+    from pipeline.runtime import epoch_generator
+
+    order = EpochShuffle(8)
+    loader = window_loader("unused", "train", 2, 2, dataset=_Pid(), sampler=order, persistent=True)
+    pids, orders = [], []
+    for epoch in range(2):
+        order.set_generator(epoch_generator(0, epoch))
+        pids.append({int(p) for b in loader for p in b})
+        order.set_generator(epoch_generator(0, epoch))
+        orders.append(list(order))
+    assert pids[0] == pids[1] and len(pids[0]) == 2   # the same two worker processes in both epochs
+    assert sorted(orders[0]) == list(range(8)) and orders[0] != orders[1]
+    g = epoch_generator(0, 1)
+    torch.empty((), dtype=torch.int64).random_(generator=g)  # what a fresh DataLoader(generator=g) takes first
+    assert orders[1] == torch.randperm(8, generator=g).tolist()

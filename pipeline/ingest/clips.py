@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from pipeline.learning import distributed as dist
 
-__all__ = ["ClipDataset", "clip_to_tensor", "clip_batch_to_input", "window_loader"]
+__all__ = ["ClipDataset", "EpochShuffle", "clip_to_tensor", "clip_batch_to_input", "window_loader"]
 
 
 def clip_to_tensor(clip) -> torch.Tensor:
@@ -111,13 +111,41 @@ def clip_batch_to_input(clips: torch.Tensor, device: torch.device, flip: torch.T
     Normalisation (mean/std) happens inside the encoder, identically for training and test."""
     x = clips.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)
     if flip is not None and bool(flip.any()):
-        x[flip.to(device)] = x[flip.to(device)].flip(-1)
+        f = flip.to(device, non_blocking=True)
+        x[f] = x[f].flip(-1)
     return x
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order of ``n`` items drawn from the generator of the current epoch (:meth:`set_generator`),
+    so that ONE DataLoader, and its persistent worker processes with their open HDF5 handles, serves every
+    epoch. It takes from ``gen`` what a fresh ``DataLoader(shuffle=True, generator=gen)`` takes (one int64,
+    that loader's worker base seed, then :class:`~torch.utils.data.RandomSampler`'s permutations), but all
+    of it when the epoch starts: the epoch's later draws (flips, ...) then never depend on how far the workers
+    prefetch, and any ``num_workers >= 1`` trains the same weights. (The per-epoch loader used with 0 workers
+    draws its last permutation only when exhausted, after the epoch's steps, so its runs differ from these.)"""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+        self.gen: Optional[torch.Generator] = None
+
+    def set_generator(self, gen: torch.Generator) -> None:
+        self.gen = gen
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if self.gen is None:
+            raise RuntimeError("EpochShuffle: set_generator(epoch generator) before iterating")
+        torch.empty((), dtype=torch.int64).random_(generator=self.gen)  # the per-epoch loader's base-seed draw
+        return iter(list(RandomSampler(range(self.n), generator=self.gen)))
 
 
 def window_loader(crop_dir: str, split: str, batch_size: int, num_workers: int,
                   shuffle_gen: torch.Generator | None = None, *, shard: bool = False,
-                  persistent: bool = False, dataset=None) -> DataLoader:
+                  persistent: bool = False, dataset=None, sampler: Optional[Sampler] = None,
+                  pin_memory: bool = False, prefetch_factor: Optional[int] = None) -> DataLoader:
     """A DataLoader over the crop windows of ``split``.
 
     ``shuffle_gen``: shuffle with this generator (the epoch generator). ``shard`` (under torchrun):
@@ -125,12 +153,21 @@ def window_loader(crop_dir: str, split: str, batch_size: int, num_workers: int,
     (:class:`pipeline.learning.distributed.ShardedBatchSampler`; the permutation is drawn from ``shuffle_gen``
     exactly as the single-process loader draws it). ``persistent``: keep the worker processes (and
     their open HDF5 handles) between passes, for a loader iterated every epoch. ``dataset``: an
-    already-built dataset (a ``Subset`` of windows, say) instead of the ``split`` of ``crop_dir``."""
+    already-built dataset (a ``Subset`` of windows, say) instead of the ``split`` of ``crop_dir``.
+    ``sampler``: the order (an :class:`EpochShuffle` for a persistent training loader); the loader then gets
+    a private generator so that it never draws from torch's global one. ``pin_memory``: page-locked batches
+    for asynchronous (``non_blocking``) copies to the GPU (pass it only for a CUDA device).
+    ``prefetch_factor``: batches each worker loads ahead (torch's default 2 when None)."""
     ds = ClipDataset(crop_dir, split=split) if dataset is None else dataset
     workers = {"num_workers": num_workers, "worker_init_fn": dist.seed_worker if num_workers else None,
-               "persistent_workers": bool(persistent and num_workers)}
+               "persistent_workers": bool(persistent and num_workers), "pin_memory": bool(pin_memory)}
+    if num_workers and prefetch_factor:
+        workers["prefetch_factor"] = int(prefetch_factor)
     if shard and dist.is_distributed():
         base = RandomSampler(ds, generator=shuffle_gen) if shuffle_gen is not None else SequentialSampler(ds)
         sampler = dist.ShardedBatchSampler(BatchSampler(base, batch_size, drop_last=False))
         return DataLoader(dist.ShardMeta(ds), batch_sampler=sampler, generator=shuffle_gen, **workers)
+    if sampler is not None:
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(0),
+                          **workers)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle_gen is not None, generator=shuffle_gen, **workers)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from feature_cache import sha256_file
 from graph_models import build_model, mrl_loss
 from pipeline.ingest.augment import AugmentedClips
-from pipeline.ingest.clips import ClipDataset, clip_batch_to_input, window_loader
+from pipeline.ingest.clips import ClipDataset, EpochShuffle, clip_batch_to_input, window_loader
 from pipeline.learning import distributed as dist
 from pipeline.learning.training import FitResult, fit, video_metrics, window_predictions
 from pipeline.model_card import crop_config_from_params
@@ -87,7 +87,8 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
     device = dist.device_for(resolve_device(p.device))
     te = p.train_encoder
     model = build_model(p)
-    val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers, persistent=True)
+    pin = device.type == "cuda"  # page-locked batches: the uint8 clips go to the GPU with non_blocking copies
+    val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers, persistent=True, pin_memory=pin)
     if len(val_loader.dataset) == 0:
         raise RuntimeError(f"{crop_dir}: no validation windows; model selection needs a val split")
     n_train = len(window_loader(crop_dir, "train", 1, 0).dataset)
@@ -99,11 +100,23 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
         augmented = AugmentedClips(ClipDataset(crop_dir, split="train", with_landmarks=te.pseudo_fake_prob > 0),
                                    p.seed, te.pseudo_fake_prob, te.augment)
 
+    # One training loader for all epochs, its workers kept alive (no start-up and HDF5 re-opening per epoch),
+    # reshuffled from each epoch generator. Not with augmentation (the workers' copies of the dataset would
+    # not see set_epoch) nor under torchrun (the sharded sampler is built per epoch): a loader per epoch there.
+    persistent_train = te.num_workers > 0 and augmented is None and not dist.is_distributed()
+    if persistent_train:
+        order = EpochShuffle(n_train)
+        train_loader = window_loader(crop_dir, "train", te.batch_size, te.num_workers, sampler=order,
+                                     persistent=True, pin_memory=pin)
+
     def train_batches(gen):
+        if persistent_train:
+            order.set_generator(gen)
+            return train_loader
         if augmented is not None:  # new augmentation draws every epoch, from the epoch generator
             augmented.set_epoch(int(torch.randint(0, 2**31, (1,), generator=gen)))
         return window_loader(crop_dir, "train", te.batch_size, te.num_workers, shuffle_gen=gen, shard=True,
-                             dataset=augmented)
+                             dataset=augmented, pin_memory=pin)
 
     def step(model, batch, gen):
         meta = dist.batch_meta(batch)
@@ -114,7 +127,7 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
             flip = (torch.rand(gn, generator=gen) < te.flip_prob)[off:off + len(batch["label"])]
         x = clip_batch_to_input(batch["clip"], device, flip)
         logits, enc = model(x)
-        y = batch["label"].to(device).float()
+        y = batch["label"].to(device, non_blocking=True).float()
         return mrl_loss(logits.float(), y, enc, te.lambda_od, te.lambda_tc, te.od_variant, te.tc_variant,
                         te.od_reduction)
 
