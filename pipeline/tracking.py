@@ -37,8 +37,11 @@ import os
 import socket
 import subprocess
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
+
+from filelock import FileLock
 
 from pipeline.params import flatten
 from pipeline.runtime import write_json
@@ -106,7 +109,6 @@ def prepare_store(uri: str) -> None:
     built here is cached by MLflow for the rest of the process. Other stores are left to their server."""
     if not uri.startswith("sqlite:///"):
         return
-    from filelock import FileLock
     from mlflow.exceptions import MlflowException
     from mlflow.store.db import utils as db_utils
     from mlflow.tracking import MlflowClient
@@ -192,7 +194,6 @@ def start_run(stage: str, params: Any, mlflow_params: Any = None, extra_tags: Op
     """Open the MLflow child run of ``stage`` under its experiment's parent run (found or created), with all
     params flattened and the DVC/git tags set; the parent is RUNNING meanwhile, FINISHED or FAILED after."""
     import mlflow  # deferred: see the note at the top
-    from filelock import FileLock
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri(getattr(mlflow_params, "tracking_uri", None))
@@ -243,6 +244,16 @@ def log_to_parent(metrics: dict) -> None:
         MlflowClient().log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
 
+def model_requirements() -> list[str]:
+    """The pip requirements of a logged model (the pickle needs torch, PyG and this project's classes):
+    the installed versions, as MLflow would infer them."""
+    out = []
+    for dist in ("torch", "torch-geometric", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{dist}=={version(dist)}")
+    return out
+
+
 def log_epoch_metrics(metrics: dict, epoch: int) -> None:
     """Per-epoch metrics of a training loop (NaN values left out) into the active run."""
     import mlflow  # deferred: see the note at the top
@@ -253,7 +264,8 @@ def log_epoch_metrics(metrics: dict, epoch: int) -> None:
 def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model: Any = None,
               run_dir: Optional[Path] = None, metrics: Optional[dict] = None) -> None:
     """End of a training stage: ``best_val_*`` metrics of ``summary``, extra ``metrics``, the artifact files,
-    the model (MLflow's pickle format, ~1 s; torch.export would fix the input shapes) and the run id in
+    the model (MLflow's pickle format, with :func:`model_requirements`; torch.export would fix the input
+    shapes) and the run id in
     ``run_dir/mlflow_run.json``; ``<stage>.best_val_auc``/``best_val_loss`` also into the parent run."""
     import mlflow  # deferred: see the note at the top
     import mlflow.pytorch
@@ -267,8 +279,9 @@ def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model:
                    if isinstance(v, float) and k in ("val_auc", "val_loss") and v == v})
     for f in artifacts:
         mlflow.log_artifact(str(f))
-    if model is not None:
-        mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle")
+    if model is not None:  # requirements given: MLflow's inference of them costs ~4 s (a subprocess)
+        mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle",
+                                 pip_requirements=model_requirements())
     if run_dir is not None:
         write_json({"run_id": run.info.run_id}, Path(run_dir) / "mlflow_run.json")  # = paths.run_record
 
