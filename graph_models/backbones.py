@@ -19,9 +19,8 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-
-# torchvision is imported where an MC3-18 / ResNet-18 is built (deferred heavy import: ~1.5 s, and the CPU
-# demo's small3d backbone, feature caching and evaluation of its features never need it).
+from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models.video import MC3_18_Weights, mc3_18
 
 __all__ = ["KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN", "IMAGENET_STD", "WEIGHT_NAMES", "hub_file",
            "resolve_weights", "load_pretrained",
@@ -41,10 +40,9 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, UserWarning, stacklevel=3)
 
 
-#: ``encoder.pretrained`` names that load through torchvision's weights API (downloading when online), and
-#: the weights enum they name (``torchvision.models.get_weight``).
-WEIGHT_NAMES = {"mc3_18": ("kinetics400", "MC3_18_Weights.KINETICS400_V1"),
-                "resnet18_2d": ("imagenet1k", "ResNet18_Weights.IMAGENET1K_V1")}
+#: ``encoder.pretrained`` names that load through torchvision's weights API (downloading when online).
+WEIGHT_NAMES = {"mc3_18": ("kinetics400", MC3_18_Weights.KINETICS400_V1),
+                "resnet18_2d": ("imagenet1k", ResNet18_Weights.IMAGENET1K_V1)}
 
 
 def hub_file(url: str) -> Path:
@@ -90,10 +88,7 @@ def load_pretrained(net: nn.Module, pretrained: Optional[str], name: str) -> Opt
     (``Weights.get_state_dict``): the file in the torch hub cache when present, else a download (with
     torchvision's hash check), which fails offline with an error that says where to put the file.
     ``'auto'``, a path or ``'none'``: :func:`resolve_weights`."""
-    from torchvision.models import get_weight  # deferred: see the note at the top
-
     key, weights = WEIGHT_NAMES[name]
-    weights = get_weight(weights)
     if pretrained == key:
         target = hub_file(weights.url)
         try:
@@ -120,8 +115,6 @@ class MC3Backbone(nn.Module):
 
     def __init__(self, pretrained: Optional[str] = "auto") -> None:
         super().__init__()
-        from torchvision.models.video import mc3_18  # deferred: see the note at the top
-
         net = mc3_18(weights=None)
         self.weights_path = load_pretrained(net, pretrained, "mc3_18")
         self.stem, self.layer1, self.layer2, self.layer3, self.layer4 = (
@@ -170,8 +163,6 @@ class ResNet2DBackbone(nn.Module):
 
     def __init__(self, pretrained: Optional[str] = "auto") -> None:
         super().__init__()
-        from torchvision.models import resnet18  # deferred: see the note at the top
-
         net = resnet18(weights=None)
         self.weights_path = load_pretrained(net, pretrained, "resnet18_2d")
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PACKAGES = ("pipeline", "graph_models", "feature_cache")
 # imports that may stay inside a function: heavy or optional on purpose, each marked where it happens
-DEFERRED = ("mlflow", "captum", "facenet_pytorch", "torch_geometric_temporal", "torchvision")
+DEFERRED = ("mlflow", "captum", "facenet_pytorch", "torch_geometric_temporal")
 
 
 def _modules():
