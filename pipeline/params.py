@@ -218,7 +218,9 @@ class TrainEncoderParams(OptimParams):
 
 
 class TrainRelationParams(OptimParams):
-    pass
+    threads: Optional[int] = Field(
+        None, ge=1, le=1024, description="torch intra-op threads for this stage (null: torch's default, one per "
+                                         "core); the relation model is small, so more threads mostly wait")
 
 
 class EvaluateParams(_Section):
