@@ -180,8 +180,10 @@ def fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def report(name: str, out_dir: Path = Path("reports")) -> Path:
-    exps = finished(name)
+def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None) -> Path:
+    """``out_dir/<name>.md`` (and the PNG / CSV of the grid) from its finished experiments (default: read
+    from ``dvc exp show``; ``exps``: name -> the experiment's data, as :func:`finished_experiments` gives)."""
+    exps = finished(name) if exps is None else exps
     if not exps:
         raise SystemExit(f"no finished experiments named {name}-*: queue them and run `dvc queue start`")
     out_dir.mkdir(parents=True, exist_ok=True)

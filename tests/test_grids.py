@@ -97,3 +97,16 @@ def test_report_csvs_feed_the_dvc_plots(tmp_path):
     assert mask["x"] == "rate" and mask["y"]["reports/mask_auc.csv"] == ["minimal", "random"]
     abl = next(v for v in plots.values() if "reports/ablation_auc.csv" in (v.get("x") or {}))
     assert abl["x"]["reports/ablation_auc.csv"] == "auc" and abl["y"]["reports/ablation_auc.csv"] == "ablation"
+
+
+def test_ablation_report_lists_each_finished_ablation_in_grid_order_with_its_interval(tmp_path):
+    def data(auc):
+        test = {"auc": auc, "auc_ci_low": auc - 0.2, "auc_ci_high": auc + 0.1, "acc": 0.5, "eer": 0.4, "n": 12}
+        return {"metrics": {"metrics/evaluate.json": {"data": {"test": test}}}}
+
+    md = grids.report("ablation", tmp_path, {"ablation-no-lod": data(0.61), "ablation-full": data(0.78)})
+    lines = md.read_text().splitlines()
+    rows = [ln for ln in lines if ln.startswith("| ablation-")]
+    assert rows[0].startswith("| ablation-full | the full model") and "| 0.780 | [0.580, 0.880] |" in rows[0]
+    assert rows[1].startswith("| ablation-no-lod | without L_od") and "| 0.610 | [0.410, 0.710] |" in rows[1]
+    assert (tmp_path / "ablation_auc.csv").read_text().splitlines()[1].startswith("full,0.78,")
