@@ -1,16 +1,25 @@
-"""Time of a masking experiment (`dvc exp run -S mask.rate=0.6`) against the full `dvc repro` it reuses.
+"""Time of a masking experiment (`dvc exp run -S mask.rate=0.6`) against the full `dvc repro` it reuses,
+and where the experiment's seconds go.
 
-    python bench/mask_experiment.py [--tiny] [--keep DIR] [--device cuda]
+    python bench/mask_experiment.py [--tiny] [--keep DIR] [--reuse DIR] [--device cuda]
 
 Builds a fresh copy of the project (tests/workspace.py make_workspace: git + DVC, the DEFAULT params
 or, with --tiny, the tiny params of tests/test_pipeline_e2e.py), runs `dvc repro` timed, then
 `dvc exp run -S mask.rate=0.6` timed, and prints both, the stages each ran and the ratio (goal >= 20x:
-the experiment re-runs train_relation and evaluate only, never the crops or the encoder).
+the experiment re-runs train_relation and evaluate only, never the crops or the encoder). Then, in the
+same workspace, it times the parts of the experiment: Python start-up, the imports of each stage (torch
+and the rest) and of MLflow, each stage run on its own (wall), inside it (cProfile) the MLflow calls and
+the actual work, and DVC's own share (the experiment's time minus the two stage runs).
+`--reuse DIR` skips the full repro and times the experiment and its parts in a workspace kept before.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import pstats
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +28,55 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test workspace helper
 
-from workspace import make_workspace, run_dvc, stages_run  # noqa: E402
+from workspace import _env, make_workspace, run_dvc, stages_run  # noqa: E402
+
+STAGES = ("train_relation", "evaluate")
+# cProfile entries (file suffix, function) -> the part of a stage they measure
+INSIDE = {("pipeline/tracking.py", "start_run"): "MLflow: store, parent/child runs, params",
+          ("pipeline/tracking.py", "log_final"): "MLflow: final metrics, artifacts, model",
+          ("pipeline/tracking.py", "log_evaluation"): "MLflow: final metrics, artifacts, model",
+          ("pipeline/learning/relation.py", "train_relation"): "work: training / evaluation",
+          ("pipeline/scoring/evaluation.py", "evaluate"): "work: training / evaluation"}
+
+
+def _python(ws: Path, *args: str) -> float:
+    """Wall seconds of ``python ARGS`` in the workspace (its environment, its copy of the packages)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, *args], cwd=ws, env=_env(), check=True, capture_output=True, text=True)
+    return time.perf_counter() - t
+
+
+def _median(f, n: int = 3) -> float:
+    return statistics.median(f() for _ in range(n))
+
+
+def parts(ws: Path) -> list[tuple[str, float]]:
+    """(part, seconds) of a mask experiment, measured piece by piece in the workspace."""
+    out = []
+    start = _median(lambda: _python(ws, "-c", "pass"))
+    out.append(("Python start-up (x2 stages)", 2 * start))
+    torch_imp = _median(lambda: _python(ws, "-c", "import torch")) - start
+    out.append(("import torch (x2 stages)", 2 * torch_imp))
+    for stage in STAGES:
+        imp = _median(lambda: _python(ws, "-c", f"import pipeline.stages.{stage}")) - start - torch_imp
+        out.append((f"{stage}: other imports (pandas, sklearn, PyG, ...)", imp))
+    out.append(("import mlflow (x2 stages)", 2 * (_median(lambda: _python(ws, "-c", "import mlflow")) - start)))
+    walls = {}
+    for stage in STAGES:
+        walls[stage] = _python(ws, "-m", "pipeline.stages." + stage)
+        prof = ws / f"{stage}.prof"
+        _python(ws, "-m", "cProfile", "-o", str(prof), "-m", "pipeline.stages." + stage)
+        stats = pstats.Stats(str(prof)).stats
+        seen: dict = {}
+        for (file, _, func), (_, _, _, cum, _) in stats.items():
+            for (suffix, name), part in INSIDE.items():
+                if func == name and file.endswith(suffix):
+                    seen[part] = seen.get(part, 0.0) + cum
+        for part, sec in sorted(seen.items()):
+            out.append((f"{stage}: {part} (cProfile)", sec))
+        os.remove(prof)
+    out += [(f"{stage}: whole stage run alone (wall)", walls[stage]) for stage in STAGES]
+    return out
 
 
 def tiny_params() -> dict:
@@ -34,26 +91,38 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", default="0.6")
     ap.add_argument("--keep", default=None, help="build the workspace here and keep it")
     ap.add_argument("--device", default=None, help="the params' device (default: params.yaml's, auto)")
+    ap.add_argument("--reuse", default=None, help="a workspace kept by --keep: time the experiment only")
+    ap.add_argument("--no-parts", action="store_true", help="skip timing the parts")
     args = ap.parse_args(argv)
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mrl-bench-exp-"))
+    root = Path(args.keep or args.reuse or tempfile.mkdtemp(prefix="mrl-bench-exp-"))
     try:
-        over = dict(tiny_params()) if args.tiny else {}
-        if args.device:
-            over["device"] = args.device
-        ws = make_workspace(root / "repo", over or None)
-        t = time.perf_counter()
-        full = run_dvc(ws, "repro")
-        t_full = time.perf_counter() - t
+        ws, t_full, full_stages = root / "repo", None, []
+        if not args.reuse:
+            over = dict(tiny_params()) if args.tiny else {}
+            if args.device:
+                over["device"] = args.device
+            make_workspace(ws, over or None)
+            t = time.perf_counter()
+            full_stages = stages_run(run_dvc(ws, "repro").stdout)
+            t_full = time.perf_counter() - t
         t = time.perf_counter()
         exp = run_dvc(ws, "exp", "run", "-S", f"mask.rate={args.rate}")
         t_exp = time.perf_counter() - t
-        ratio = t_full / t_exp
         print(f"params: {'tiny (tests/test_pipeline_e2e.py)' if args.tiny else 'default params.yaml'}")
-        print(f"dvc repro                      {t_full:8.1f} s  stages: {', '.join(stages_run(full.stdout))}")
+        if t_full is not None:
+            print(f"dvc repro                      {t_full:8.1f} s  stages: {', '.join(full_stages)}")
         print(f"dvc exp run -S mask.rate={args.rate}  {t_exp:8.1f} s  stages: {', '.join(stages_run(exp.stdout))}")
-        print(f"ratio {ratio:.1f}x (goal >= 20x: {'OK' if ratio >= 20 else 'MISSED'})")
+        if t_full is not None:
+            ratio = t_full / t_exp
+            print(f"ratio {ratio:.1f}x (goal >= 20x: {'OK' if ratio >= 20 else 'MISSED'})")
+        if not args.no_parts:
+            measured = parts(ws)
+            for part, sec in measured:
+                print(f"  {part:62s} {sec:6.2f} s")
+            walls = sum(sec for part, sec in measured if part.endswith("(wall)"))
+            print(f"  {'DVC own work (experiment minus the two stage runs)':62s} {t_exp - walls:6.2f} s")
     finally:
-        if not args.keep:
+        if not (args.keep or args.reuse):
             shutil.rmtree(root, ignore_errors=True)
     return 0
 

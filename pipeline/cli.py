@@ -8,8 +8,11 @@ The DVC stages keep their own entry points (``python -m pipeline.stages.<stage>`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from pipeline import paths
@@ -31,6 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def ui_url(uri: str, name: str = "mrl", base: str = "http://127.0.0.1:5000") -> str:
+    """The experiment's runs page in the MLflow UI. MLflow 3.17 opens an experiment on its GenAI overview
+    unless the browser has chosen "Model training" once; ``workflowType=machine_learning`` opens the runs."""
+    exp_id = None
+    if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).exists():
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(uri[len("sqlite:///"):])) as db:
+            row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+            exp_id = row[0] if row else None
+    return f"{base}/#/experiments/{exp_id}?workflowType=machine_learning" if exp_id is not None else base
+
+
 def results(args: argparse.Namespace) -> int:
     """Print the test result of the last ``dvc repro``, its files and the command that opens the MLflow UI."""
     metrics = paths.metrics_file("evaluate")
@@ -44,7 +58,7 @@ def results(args: argparse.Namespace) -> int:
     else:
         print(f"results: {metrics} does not exist yet: run `dvc repro` first")
     uri = tracking_uri()
-    print(f"results: MLflow UI: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    print(f"results: MLflow UI: mlflow ui --backend-store-uri {uri}   (then open {ui_url(uri)})")
     return 0
 
 

@@ -245,6 +245,9 @@ class TrainEncoderParams(OptimParams):
 
 class TrainRelationParams(OptimParams):
     batch_size: int = Field(16, ge=1, le=4096)
+    threads: Optional[int] = Field(
+        1, ge=1, le=1024, description="torch intra-op threads for this stage (null: torch's default, one per "
+                                         "core); the relation model is small, so more threads mostly wait")
 
 
 class EvaluateParams(_Section):

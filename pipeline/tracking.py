@@ -1,22 +1,47 @@
 """MLflow tracking shared by the stages.
 
-Every training and evaluation stage opens one MLflow run, tagged with the stage, the DVC experiment
-name and baseline revision (DVC sets DVC_EXP_NAME / DVC_EXP_BASELINE_REV) and the git revision, so that
-``dvc exp show`` rows and MLflow runs can be matched. The default store is a sqlite file at the
-repository root (``mlflow ui --backend-store-uri sqlite:///mlflow.db``); queued DVC experiments run in a
-temporary copy under ``.dvc/tmp/exps/``, so the root is taken from the path above that folder.
+Every DVC experiment is one MLflow **parent run** (named after the experiment) holding all its params and
+its final test metrics; each training and evaluation stage opens one **child run** under it (the
+``mlflow.parentRunId`` tag), named ``<experiment>/<stage>``. Stages are separate processes, so the parent
+is found by a tag, ``mrl.experiment_key``, or created by the first stage that runs:
+
+- inside ``dvc exp run`` (DVC sets DVC_EXP_NAME / DVC_EXP_BASELINE_REV): key ``<name>@<baseline rev>``,
+  the parent is named after the DVC experiment;
+- under a plain ``dvc repro`` or ``python -m pipeline.stages.X``: key ``repro@<git rev>:<params hash>``,
+  name ``repro-<rev7>-<hash6>`` (the same commit and params give the same parent).
+
+Every stage reads the whole params.yaml, so the parent gets all params even when a stage is reused
+(a queued ``-S mask.rate`` experiment re-runs only train_relation and evaluate); ``evaluate`` logs the
+test metrics to the parent too. A reused stage has no child in that experiment: the parent's
+``run.<stage>`` tags name the run that produced each stage's output (for a reused stage the one recorded
+in ``runs/<stage>/mlflow_run.json``, i.e. the baseline's).
+
+The store: MLFLOW_TRACKING_URI, else params ``mlflow.tracking_uri``, else a sqlite file at the project root
+(queued DVC experiments run in a copy under ``.dvc/tmp/exps/``; the root is the path above it). A sqlite
+database is created or upgraded once, under a file lock (``mlflow.db.lock``), before any run: two stages
+starting at once on a new database otherwise race in alembic's migrations. The experiment is tagged
+``mlflow.experimentKind = custom_model_development`` so that the UI opens it on its runs, not on the GenAI
+overview. A stage killed with SIGKILL cannot end its run: every run carries ``mrl.host``/``mrl.pid``, and
+the next stage that starts marks RUNNING runs of a dead process on this host KILLED.
 
 DVC's run cache would skip a stage whose deps and params were seen before, and the stage would then
-log nothing. The tracked stages therefore declare a ``persist: true`` output (their checkpoint folder),
+log nothing. The tracked stages therefore declare a ``persist: true`` output (``runs/<stage>/mlflow_run.json``),
 which DVC excludes from the run cache: each experiment really runs and really logs.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import socket
 import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
+
+from filelock import FileLock
 
 from pipeline.params import flatten
 from pipeline.runtime import write_json
@@ -24,10 +49,18 @@ from pipeline.runtime import write_json
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
-__all__ = ["project_root", "tracking_uri", "start_run", "git_revision", "log_epoch_metrics", "log_final", "log_evaluation"]
+__all__ = ["project_root", "tracking_uri", "start_run", "git_revision", "log_epoch_metrics", "log_final",
+           "log_evaluation", "experiment_identity", "prepare_store", "EXPERIMENT_KIND", "KEY_TAG"]
 
 # MLflow is imported inside the functions on purpose (deferred heavy import): importing it costs seconds,
 # and the libraries and `mrl detect` import this module without tracking anything.
+
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3 UI: a model-training experiment (runs page)
+KEY_TAG = "mrl.experiment_key"
+ROLE_TAG = "mrl.role"  # "experiment" (parent) or "stage" (child)
+TRACKED_STAGES = ("train_encoder", "train_relation", "evaluate")
+# the parent's headline metrics (copied from evaluate's test_* metrics)
+PARENT_TEST_KEYS = ("auc", "auc_ci_low", "auc_ci_high", "acc", "eer", "ap", "n")
 
 
 def project_root(cwd: Optional[Path] = None) -> Path:
@@ -56,33 +89,169 @@ def git_revision(cwd: Optional[Path] = None) -> str:
         return "unknown"
 
 
+def params_hash(params: Any) -> str:
+    """SHA-256 of the flattened params, the ``mlflow`` section left out (where runs go is not an identity)."""
+    flat = {k: v for k, v in flatten(params).items() if not k.startswith("mlflow.")}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def experiment_identity(params: Any, git_rev: Optional[str] = None) -> tuple[str, str]:
+    """(key, display name) of the experiment a stage belongs to (see the module docstring)."""
+    name = os.environ.get("DVC_EXP_NAME", "")
+    if name:
+        return f"{name}@{os.environ.get('DVC_EXP_BASELINE_REV', '')[:12]}", name
+    rev, h = (git_rev or git_revision())[:12], params_hash(params)
+    return f"repro@{rev}:{h}", f"repro-{rev[:7]}-{h[:6]}"
+
+
+def prepare_store(uri: str) -> None:
+    """Create or upgrade a sqlite tracking database once, under a file lock (``<db>.lock``); the store
+    built here is cached by MLflow for the rest of the process. Other stores are left to their server."""
+    if not uri.startswith("sqlite:///"):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.db import utils as db_utils
+    from mlflow.tracking import MlflowClient
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=600):
+        try:
+            MlflowClient(uri)._tracking_client.store  # creates the tables of a new database
+        except MlflowException as e:  # an older MLflow's database: upgrade it (mlflow db upgrade)
+            if "out-of-date database schema" not in str(e):
+                raise
+            engine = db_utils.create_sqlalchemy_engine(uri)
+            try:
+                db_utils._upgrade_db(engine)
+            finally:
+                engine.dispose()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def close_dead_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs started on this host by a process that no longer exists (a stage killed
+    with SIGKILL, or the parent it had opened); returns their ids."""
+    host = socket.gethostname().replace("'", "")
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`mrl.host` = '{host}'",
+                              max_results=1000)
+    dead = [r.info.run_id for r in runs if r.data.tags.get("mrl.pid", "").isdigit()
+            and not _alive(int(r.data.tags["mrl.pid"]))]
+    for run_id in dead:
+        client.set_terminated(run_id, "KILLED")
+    return dead
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    """The MLflow experiment ``name`` (created with its artifact root at the project root), tagged as a
+    model-training experiment."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        exp_id = client.create_experiment(name, artifact_location=(project_root() / "mlruns").as_uri(),
+                                          tags={"mlflow.experimentKind": EXPERIMENT_KIND})
+    else:
+        exp_id = exp.experiment_id
+        if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+    return exp_id
+
+
+def _log_params(client: Any, run_id: str, params: Any) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, "" if v is None else str(v)) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 90):  # MLflow caps a batch at 100 params
+        client.log_batch(run_id, params=items[i:i + 90])
+
+
+def _parent_run(client: Any, experiment_id: str, key: str, name: str, params: Any, tags: dict) -> str:
+    """The id of the experiment's parent run: found by its key tag, else created with all params and a
+    ``run.<stage>`` tag for each stage output already recorded (the runs a reused stage comes from)."""
+    found = client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'experiment'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=name, tags={**tags, KEY_TAG: key, ROLE_TAG: "experiment"})
+    _log_params(client, run.info.run_id, params)
+    for stage in TRACKED_STAGES:  # in a queued experiment's copy these are the baseline's records
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            record = json.loads(Path("runs", stage, "mlflow_run.json").read_text())  # = paths.run_record
+            client.set_tag(run.info.run_id, f"run.{stage}", record["run_id"])
+    return run.info.run_id
+
+
 @contextlib.contextmanager
 def start_run(stage: str, params: Any, mlflow_params: Any = None, extra_tags: Optional[dict] = None) -> Iterator[Any]:
-    """Open an MLflow run for ``stage`` with all params flattened and the DVC/git tags set."""
+    """Open the MLflow child run of ``stage`` under its experiment's parent run (found or created), with all
+    params flattened and the DVC/git tags set; the parent is RUNNING meanwhile, FINISHED or FAILED after."""
     import mlflow  # deferred: see the note at the top
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri(getattr(mlflow_params, "tracking_uri", None)))
-    artifact_root = project_root() / "mlruns"
-    name = getattr(mlflow_params, "experiment", None) or "mrl"
-    if mlflow.get_experiment_by_name(name) is None:
-        with contextlib.suppress(Exception):
-            mlflow.create_experiment(name, artifact_location=artifact_root.as_uri())
-    mlflow.set_experiment(name)
-    exp_name = os.environ.get("DVC_EXP_NAME", "")
+    uri = tracking_uri(getattr(mlflow_params, "tracking_uri", None))
+    prepare_store(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    rev = git_revision()
+    key, exp_label = experiment_identity(params, rev)
     tags = {
-        "stage": stage,
-        "dvc_exp_name": exp_name or "workspace",
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "") or "workspace",
         "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
-        "git_rev": git_revision(),
+        "git_rev": rev,
+        "mrl.host": socket.gethostname(),
+        "mrl.pid": str(os.getpid()),
     }
-    tags.update(extra_tags or {})
-    run_name = f"{stage}:{exp_name}" if exp_name else stage
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
-        flat = {k: ("" if v is None else v) for k, v in flatten(params).items()}
-        items = list(flat.items())
-        for i in range(0, len(items), 90):  # MLflow caps a batch at 100 params
-            mlflow.log_params(dict(items[i:i + 90]))
-        yield run
+    name = getattr(mlflow_params, "experiment", None) or "mrl"
+    lock_file = project_root() / "mlruns" / ".experiments.lock"  # experiments of a parallel queue
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_file), timeout=600):
+        exp_id = _experiment_id(client, name)
+        close_dead_runs(client, exp_id)
+        parent = _parent_run(client, exp_id, key, exp_label, params, tags)
+    client.update_run(parent, status="RUNNING")
+    client.set_tag(parent, "mrl.pid", str(os.getpid()))
+    child_tags = {**tags, "stage": stage, KEY_TAG: key, ROLE_TAG: "stage", "mlflow.parentRunId": parent,
+                  **(extra_tags or {})}
+    try:
+        with mlflow.start_run(experiment_id=exp_id, run_name=f"{exp_label}/{stage}", tags=child_tags) as run:
+            _log_params(client, run.info.run_id, params)
+            yield run
+    except BaseException:
+        client.set_terminated(parent, "FAILED")
+        raise
+    client.set_tag(parent, f"run.{stage}", run.info.run_id)
+    client.set_terminated(parent, "FINISHED")
+
+
+def log_to_parent(metrics: dict) -> None:
+    """``metrics`` into the active run's parent (the experiment's run), so that its row shows them."""
+    import mlflow  # deferred: see the note at the top
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    run = mlflow.active_run()
+    parent = run.data.tags.get("mlflow.parentRunId") if run else None
+    if parent and metrics:
+        now = int(time.time() * 1000)
+        MlflowClient().log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def model_requirements() -> list[str]:
+    """The pip requirements of a logged model (the pickle needs torch, PyG and this project's classes):
+    the installed versions, as MLflow would infer them."""
+    out = []
+    for dist in ("torch", "torch-geometric", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            out.append(f"{dist}=={version(dist)}")
+    return out
 
 
 def log_epoch_metrics(metrics: dict, epoch: int) -> None:
@@ -95,8 +264,9 @@ def log_epoch_metrics(metrics: dict, epoch: int) -> None:
 def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model: Any = None,
               run_dir: Optional[Path] = None, metrics: Optional[dict] = None) -> None:
     """End of a training stage: ``best_val_*`` metrics of ``summary``, extra ``metrics``, the artifact files,
-    the model (MLflow's pickle format, ~1 s; torch.export would fix the input shapes) and the run id in
-    ``run_dir/mlflow_run.json``."""
+    the model (MLflow's pickle format, with :func:`model_requirements`; torch.export would fix the input
+    shapes) and the run id in
+    ``run_dir/mlflow_run.json``; ``<stage>.best_val_auc``/``best_val_loss`` also into the parent run."""
     import mlflow  # deferred: see the note at the top
     import mlflow.pytorch
 
@@ -104,33 +274,42 @@ def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model:
                         if isinstance(v, float) and k.startswith("val_") and v == v})
     if metrics:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and v == v})
+    stage = mlflow.active_run().data.tags.get("stage", "stage")
+    log_to_parent({f"{stage}.best_{k}": v for k, v in summary.items()
+                   if isinstance(v, float) and k in ("val_auc", "val_loss") and v == v})
     for f in artifacts:
         mlflow.log_artifact(str(f))
-    if model is not None:
-        mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle")
+    if model is not None:  # requirements given: MLflow's inference of them costs ~4 s (a subprocess)
+        mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle",
+                                 pip_requirements=model_requirements())
     if run_dir is not None:
         write_json({"run_id": run.info.run_id}, Path(run_dir) / "mlflow_run.json")  # = paths.run_record
 
 
-def log_evaluation(result: dict, artifacts: Iterable[Path] = ()) -> None:
-    """The evaluate stage's metrics into the active run: ``test_*``, per dataset/method AUC/ACC/EER/AP,
-    localisation; plus the artifact files."""
-    import mlflow  # deferred: see the note at the top
-
-    overall = result["test"]
-    mlflow.log_metrics({f"test_{k}": float(v) for k, v in overall.items()
-                        if isinstance(v, (int, float)) and v is not None})
+def evaluation_metrics(result: dict) -> dict:
+    """The evaluate stage's MLflow metrics: ``test_*``, per dataset/method AUC/ACC/EER/AP, localisation."""
+    out = {f"test_{k}": float(v) for k, v in result["test"].items() if isinstance(v, (int, float)) and v is not None}
     for group in ("per_dataset", "per_method"):
         for name, m in result[group].items():
-            for k, v in m.items():
-                if isinstance(v, (int, float)) and v is not None and k in ("auc", "acc", "eer", "ap"):
-                    mlflow.log_metric(f"{group}.{name}.{k}".replace(" ", "_"), float(v))
+            out.update({f"{group}.{name}.{k}".replace(" ", "_"): float(v) for k, v in m.items()
+                        if isinstance(v, (int, float)) and v is not None and k in ("auc", "acc", "eer", "ap")})
     loc = result["localisation"]
-    mlflow.log_metrics({f"localisation_{k}": float(v) for k, v in loc.items()
-                        if k in ("pointing_game", "energy_inside", "mask_area", "snippets") and v is not None})
+    out.update({f"localisation_{k}": float(v) for k, v in loc.items()
+                if k in ("pointing_game", "energy_inside", "mask_area", "snippets") and v is not None})
     for name, m in (loc.get("per_method") or {}).items():
-        for k in ("pointing_game", "energy_inside"):
-            if m.get(k) is not None:
-                mlflow.log_metric(f"localisation.{name}.{k}".replace(" ", "_"), float(m[k]))
+        out.update({f"localisation.{name}.{k}".replace(" ", "_"): float(m[k])
+                    for k in ("pointing_game", "energy_inside") if m.get(k) is not None})
+    return out
+
+
+def log_evaluation(result: dict, artifacts: Iterable[Path] = ()) -> None:
+    """The evaluate stage's metrics (:func:`evaluation_metrics`) and artifact files into the active run; the
+    test and per-method metrics also into the experiment's parent run."""
+    import mlflow  # deferred: see the note at the top
+
+    metrics = evaluation_metrics(result)
+    mlflow.log_metrics(metrics)
+    log_to_parent({k: v for k, v in metrics.items()
+                   if k in {f"test_{t}" for t in PARENT_TEST_KEYS} or k.startswith(("per_method.", "per_dataset."))})
     for f in artifacts:
         mlflow.log_artifact(str(f))

@@ -3,13 +3,17 @@
     python scripts/grids.py queue lofo            # leave-one-family-out: one experiment per fake family
     python scripts/grids.py queue mask            # Fig. 5: minimal/random x rates 0.0..0.9 (relation stage)
     python scripts/grids.py queue mask-full       # the same, also retraining the encoder (Algorithm 2)
+    python scripts/grids.py queue ablation        # Table IV/V ablations (STA off, graph off, ... image-based)
+    python scripts/grids.py table ablation        # which params each point sets and which stages it re-runs
     dvc queue start -j 1                          # run them unattended (dvc queue status / logs NAME)
     python scripts/grids.py report lofo           # -> reports/lofo.md (+ reports/mask.png for the mask grids)
+                                                  #    (+ reports/<grid>_auc.csv, read by dvc.yaml's plots)
 
 Each experiment is ``dvc exp run --queue -n <grid>-<point> -S key=value ...``; DVC re-runs only the stages
 whose params changed: ``mask`` re-runs train_relation and evaluate (the crops and the encoder are reused),
 ``mask-full`` also train_encoder and cache_features, ``lofo`` (``data.holdout_methods``) everything from the
-manifest on (crops of unchanged videos are reused). A queue survives an interruption: ``dvc queue start``
+manifest on (crops of unchanged videos are reused); ``ablation``: :func:`stages_rerun` computes it from
+dvc.yaml for each point (``table ablation``; the README's table is checked against it). A queue survives an interruption: ``dvc queue start``
 again runs what is left. ``report`` reads the finished experiments from ``dvc exp show --json``.
 """
 from __future__ import annotations
@@ -28,6 +32,29 @@ from pipeline.ingest.datasets import read_manifest  # noqa: E402
 from pipeline.runtime import atomic_path  # noqa: E402
 
 RATES = [round(0.1 * i, 1) for i in range(10)]
+
+# Table IV / V of the paper (and Fig. 7's snippet length D at a fixed frame count), each as params.yaml
+# overrides. The encoder is trained jointly with its own relation head (train_encoder.relation / .mask):
+# "graph off" and "masking none" switch both heads, as the paper trains one model; "mask in inference"
+# changes the relation stage only (the encoder's head is used for training only).
+ABLATIONS: list[tuple[str, str, dict]] = [
+    ("full", "the full model (default params)", {}),
+    ("sta-off", "STA off (attention maps of ones; Table V)", {"encoder.sta": "false"}),
+    ("graph-off", "graph off (vertices averaged over snippets; Table V)",
+     {"relation.cell": "none", "train_encoder.relation.cell": "none"}),
+    ("mask-none", "masking none (Table IV)", {"mask.strategy": "none", "train_encoder.mask.strategy": "none"}),
+    ("mask-in-inference", "mask also drawn at evaluation (RQ2)", {"mask.in_inference": "true"}),
+    ("max-pooling", "max pooling in Eq. 3 (Table IV)", {"encoder.pooling": "max"}),
+    ("no-lod", "without L_od (Table IV)", {"train_encoder.lambda_od": 0}),
+    ("no-ltc", "without L_tc (Table IV)", {"train_encoder.lambda_tc": 0}),
+    ("heads-4", "N = 4 heads", {"encoder.heads": 4}),
+    ("heads-8", "N = 8 heads", {"encoder.heads": 8}),
+    ("heads-16", "N = 16 heads", {"encoder.heads": 16}),
+    ("snippet-4", "D = 4 frames per snippet at clip.frames 32 (T = 8)", {"clip.snippet_length": 4}),
+    ("snippet-16", "D = 16 frames per snippet at clip.frames 32 (T = 2)", {"clip.snippet_length": 16}),
+    ("spatial-attention", "spatial-only attention (Table IV)", {"encoder.attention": "spatial"}),
+    ("image-based", "image-based variant: ResNet-18 per frame", {"encoder.backbone": "resnet18_2d"}),
+]
 
 
 def fake_methods(params_file: str = "params.yaml") -> list[str]:
@@ -53,7 +80,46 @@ def grid(name: str) -> list[tuple[str, dict]]:
                     sets.update({"train_encoder.mask.strategy": strategy, "train_encoder.mask.rate": r})
                 pts.append((f"{name}-{strategy}-{str(r).replace('.', '')}", sets))
         return pts
-    raise SystemExit(f"unknown grid {name!r} (lofo, mask, mask-full)")
+    if name == "ablation":
+        return [(f"ablation-{short}", sets) for short, _, sets in ABLATIONS]
+    raise SystemExit(f"unknown grid {name!r} (lofo, mask, mask-full, ablation)")
+
+
+def _under(a: str, b: str) -> bool:
+    """``a`` is path ``b`` or inside it."""
+    return a == b or a.startswith(b.rstrip("/") + "/")
+
+
+def _paths(entries) -> list[str]:
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries or []]
+
+
+def stages_rerun(sets: dict, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """The stages a change of the params keys in ``sets`` re-runs, in dvc.yaml order: those listing the key
+    (or a section above it) under ``params``, and every stage downstream of them (a dep inside an output,
+    or an output inside a dep). An empty ``sets`` re-runs nothing."""
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    hit = [n for n, st in stages.items()
+           if any(isinstance(p, str) and (_under(k.replace(".", "/"), p.replace(".", "/")))
+                  for k in sets for p in st.get("params") or [])]
+    changed = set(hit)
+    grew = True
+    while grew:
+        outs = [o for n in changed for key in ("outs", "metrics", "plots") for o in _paths(stages[n].get(key))]
+        new = {n for n, st in stages.items() if n not in changed
+               and any(_under(d, o) or _under(o, d) for d in _paths(st.get("deps")) for o in outs)}
+        changed |= new
+        grew = bool(new)
+    return [n for n in stages if n in changed]
+
+
+def ablation_table(dvc_yaml: Path = Path("dvc.yaml")) -> str:
+    """The README's table: each ablation, its ``-S`` overrides and the stages it re-runs."""
+    rows = ["| experiment | ablation | `dvc exp run -S` | re-runs |", "|---|---|---|---|"]
+    for short, what, sets in ABLATIONS:
+        over = " ".join(f"`{k}={v}`" for k, v in sets.items()) or "-"
+        rows.append(f"| ablation-{short} | {what} | {over} | {', '.join(stages_rerun(sets, dvc_yaml)) or 'none'} |")
+    return "\n".join(rows)
 
 
 def queue(name: str, dry: bool = False) -> None:
@@ -84,12 +150,14 @@ def finished_experiments(show: list) -> dict:
     return out
 
 
-def finished(prefix: str) -> dict:
+def finished(name: str) -> dict:
+    """The finished experiments of grid ``name`` (exactly its experiment names: ``mask`` is not ``mask-full``)."""
     # --all-commits: experiments stay attached to the commit they were queued on
     res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits"], check=True,
                          capture_output=True, text=True)
     exps = finished_experiments(json.loads(res.stdout))
-    return {k: v for k, v in exps.items() if k and k.startswith(prefix + "-")}
+    names = {exp for exp, _ in grid(name)}
+    return {k: v for k, v in exps.items() if k in names}
 
 
 def _metric(data: dict, file: str) -> dict:
@@ -112,8 +180,10 @@ def fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def report(name: str, out_dir: Path = Path("reports")) -> Path:
-    exps = finished(name)
+def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None) -> Path:
+    """``out_dir/<name>.md`` (and the PNG / CSV of the grid) from its finished experiments (default: read
+    from ``dvc exp show``; ``exps``: name -> the experiment's data, as :func:`finished_experiments` gives)."""
+    exps = finished(name) if exps is None else exps
     if not exps:
         raise SystemExit(f"no finished experiments named {name}-*: queue them and run `dvc queue start`")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +200,17 @@ def report(name: str, out_dir: Path = Path("reports")) -> Path:
             base = _by_method(_metric(data, "metrics/baseline.json").get("test_per_method") or {}, held)
             lines.append(f"| {held} | {fmt(m.get('auc'))} | {m.get('n', 'n/a')} | {fmt(t.get('auc'))} "
                          f"[{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] | {fmt(base)} |")
+    elif name == "ablation":
+        order = {f"ablation-{short}": (i, what) for i, (short, what, _) in enumerate(ABLATIONS)}
+        lines += ["| experiment | ablation | test AUC | 95% CI | ACC | EER | videos |", "|---|---|---|---|---|---|---|"]
+        csv_rows = []
+        for exp in sorted(exps, key=lambda e: order[e][0]):
+            t = _metric(exps[exp], "metrics/evaluate.json").get("test", {})
+            lines.append(f"| {exp} | {order[exp][1]} | {fmt(t.get('auc'))} | [{fmt(t.get('auc_ci_low'))}, "
+                         f"{fmt(t.get('auc_ci_high'))}] | {fmt(t.get('acc'))} | {fmt(t.get('eer'))} | {t.get('n')} |")
+            csv_rows.append({"ablation": exp[len("ablation-"):], "auc": t.get("auc"),
+                             "auc_ci_low": t.get("auc_ci_low"), "auc_ci_high": t.get("auc_ci_high")})
+        _write_csv(csv_rows, out_dir / f"{name}_auc.csv")
     else:
         rows = []
         for exp, data in exps.items():
@@ -140,12 +221,31 @@ def report(name: str, out_dir: Path = Path("reports")) -> Path:
         lines += ["| strategy | rate | test AUC | 95% CI | videos |", "|---|---|---|---|---|"]
         lines += [f"| {s} | {r} | {fmt(a)} | [{fmt(lo)}, {fmt(hi)}] | {n} |" for s, r, a, lo, hi, n in rows]
         _plot(rows, out_dir / f"{name}.png", name)
+        _write_csv(_wide(rows), out_dir / f"{name}_auc.csv")
         lines += ["", f"![AUC against masking rate]({name}.png)"]
     md = out_dir / f"{name}.md"
     with atomic_path(md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print(f"grids: {md}")
     return md
+
+
+def _wide(rows) -> list[dict]:
+    """One row per rate, one AUC column per strategy (what dvc.yaml's plots draw as one line per strategy)."""
+    by_rate: dict = {}
+    for strategy, rate, auc, *_ in rows:
+        by_rate.setdefault(rate, {"rate": rate})[strategy] = auc
+    return [by_rate[r] for r in sorted(by_rate)]
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def _plot(rows, path: Path, title: str) -> None:
@@ -172,12 +272,15 @@ def _plot(rows, path: Path, title: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["queue", "report", "list"])
-    ap.add_argument("grid", choices=["lofo", "mask", "mask-full"])
+    ap.add_argument("action", choices=["queue", "report", "list", "table"])
+    ap.add_argument("grid", choices=["lofo", "mask", "mask-full", "ablation"])
     args = ap.parse_args(argv)
     if args.action == "list":
         for exp, sets in grid(args.grid):
-            print(exp, sets)
+            print(exp, sets, "re-runs:", ", ".join(stages_rerun(sets)) or "none")
+    elif args.action == "table":
+        print(ablation_table() if args.grid == "ablation" else "\n".join(
+            f"| {exp} | {', '.join(stages_rerun(sets))} |" for exp, sets in grid(args.grid)))
     elif args.action == "queue":
         queue(args.grid)
     else:

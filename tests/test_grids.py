@@ -32,3 +32,81 @@ def test_only_finished_experiments_are_read_from_dvc_exp_show():
         assert name == f"lofo-{held[0]}"
         per = grids._metric(data, "metrics/evaluate.json")["per_method"]
         assert grids._by_method(per, held[0])["n"] > 0          # keys are dataset/method
+
+
+def _apply(sets: dict) -> dict:
+    """params.yaml with the ``-S key=value`` overrides of a grid point (values parsed as YAML, as DVC does)."""
+    import yaml
+
+    from pipeline.params import flatten
+    from workspace import merge_overrides
+
+    over: dict = {}
+    for key, value in sets.items():
+        node = over
+        *head, last = key.split(".")
+        for k in head:
+            node = node.setdefault(k, {})
+        node[last] = yaml.safe_load(str(value))
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(flatten(over)) <= set(flatten(base)), f"{sets}: a key params.yaml does not have"
+    return merge_overrides(base, over)
+
+
+def test_every_ablation_is_a_valid_change_of_params_yaml():
+    from pipeline.params import flatten, parse_params
+
+    base = flatten(parse_params(_apply({})))
+    pts = grids.grid("ablation")
+    assert len({n for n, _ in pts}) == len(pts) == 15
+    for name, sets in pts:
+        p = flatten(parse_params(_apply(sets), name))          # validated as params.yaml would be
+        changed = {k for k in base if base[k] != p[k]}
+        assert changed == set(sets), (name, changed)            # each override really changes its key
+    assert dict(pts)["ablation-image-based"] == {"encoder.backbone": "resnet18_2d"}
+
+
+def test_stages_rerun_follows_dvc_yaml():
+    dvc = ROOT / "dvc.yaml"
+    assert grids.stages_rerun({"mask.rate": 0.6}, dvc) == ["train_relation", "evaluate"]
+    assert grids.stages_rerun({"encoder.sta": False}, dvc) == ["train_encoder", "cache_features", "train_relation",
+                                                                 "evaluate"]
+    assert grids.stages_rerun({"data.holdout_methods": "[sbi]"}, dvc) == [
+        "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline"]
+    assert grids.stages_rerun({"evaluate.ci": 0.9}, dvc) == ["evaluate", "baseline"]
+    assert grids.stages_rerun({}, dvc) == []
+
+
+def test_readme_states_the_stages_each_ablation_reruns():
+    readme = (ROOT / "README.md").read_text()
+    assert grids.ablation_table(ROOT / "dvc.yaml") in readme, "README's ablation table: run scripts/grids.py table ablation"
+
+
+def test_report_csvs_feed_the_dvc_plots(tmp_path):
+    """reports/<grid>_auc.csv has the columns dvc.yaml's top-level plots draw (one line per strategy)."""
+    import csv
+
+    import yaml
+
+    rows = [("minimal", 0.0, 0.6, 0.4, 0.8, 12), ("random", 0.0, 0.55, 0.3, 0.7, 12), ("minimal", 0.5, 0.7, 0.5, 0.9, 12)]
+    grids._write_csv(grids._wide(rows), tmp_path / "mask_auc.csv")
+    got = list(csv.DictReader(open(tmp_path / "mask_auc.csv")))
+    assert got == [{"rate": "0.0", "minimal": "0.6", "random": "0.55"}, {"rate": "0.5", "minimal": "0.7", "random": ""}]
+    plots = {k: v for entry in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"] for k, v in entry.items()}
+    mask = next(v for v in plots.values() if "reports/mask_auc.csv" in (v.get("y") or {}))
+    assert mask["x"] == "rate" and mask["y"]["reports/mask_auc.csv"] == ["minimal", "random"]
+    abl = next(v for v in plots.values() if "reports/ablation_auc.csv" in (v.get("x") or {}))
+    assert abl["x"]["reports/ablation_auc.csv"] == "auc" and abl["y"]["reports/ablation_auc.csv"] == "ablation"
+
+
+def test_ablation_report_lists_each_finished_ablation_in_grid_order_with_its_interval(tmp_path):
+    def data(auc):
+        test = {"auc": auc, "auc_ci_low": auc - 0.2, "auc_ci_high": auc + 0.1, "acc": 0.5, "eer": 0.4, "n": 12}
+        return {"metrics": {"metrics/evaluate.json": {"data": {"test": test}}}}
+
+    md = grids.report("ablation", tmp_path, {"ablation-no-lod": data(0.61), "ablation-full": data(0.78)})
+    lines = md.read_text().splitlines()
+    rows = [ln for ln in lines if ln.startswith("| ablation-")]
+    assert rows[0].startswith("| ablation-full | the full model") and "| 0.780 | [0.580, 0.880] |" in rows[0]
+    assert rows[1].startswith("| ablation-no-lod | without L_od") and "| 0.610 | [0.410, 0.710] |" in rows[1]
+    assert (tmp_path / "ablation_auc.csv").read_text().splitlines()[1].startswith("full,0.78,")

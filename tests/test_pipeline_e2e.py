@@ -93,11 +93,25 @@ def test_mlflow_has_every_run_tagged(pipeline_run):
     client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlflow.db'}")
     exp = client.get_experiment_by_name("mrl")
     runs = client.search_runs([exp.experiment_id], max_results=100)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     by_stage: dict = {}
+    parents = {r.info.run_id: r for r in runs if r.data.tags.get("mrl.role") == "experiment"}
     for r in runs:
-        by_stage.setdefault(r.data.tags["stage"], []).append(r)
         assert r.info.status == "FINISHED"
         assert r.data.tags["git_rev"] != "unknown"
+        if r.info.run_id not in parents:
+            by_stage.setdefault(r.data.tags["stage"], []).append(r)
+            assert r.data.tags["mlflow.parentRunId"] in parents
+            assert r.info.run_name == f"{parents[r.data.tags['mlflow.parentRunId']].info.run_name}/{r.data.tags['stage']}"
+    # one parent per experiment (repro, the -S mask.rate=0.6 one, the queued one), each with its params and
+    # test metrics; the queued one re-ran two stages, and names the encoder run it reuses
+    by_rate = {p.data.params["mask.rate"]: p for p in parents.values()}
+    assert sorted(by_rate) == ["0.3", "0.5", "0.6"] and by_rate["0.3"].info.run_name == "queued-03"
+    assert by_rate["0.5"].info.run_name.startswith("repro-")
+    assert all("test_auc" in p.data.metrics and "encoder.heads" in p.data.params for p in parents.values())
+    kids = lambda p: sorted(r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id)  # noqa: E731
+    assert kids(by_rate["0.5"]) == ["evaluate", "train_encoder", "train_relation"]
+    assert kids(by_rate["0.3"]) == kids(by_rate["0.6"]) == ["evaluate", "train_relation"]
     assert {k: len(v) for k, v in by_stage.items()} == {"train_encoder": 1, "train_relation": 3, "evaluate": 3}
     rel = sorted(by_stage["train_relation"], key=lambda r: r.info.start_time)
     assert [r.data.params["mask.rate"] for r in rel] == ["0.5", "0.6", "0.3"]
@@ -109,4 +123,5 @@ def test_mlflow_has_every_run_tagged(pipeline_run):
     arts = {a.path for a in client.list_artifacts(ev.info.run_id)}
     assert {"roc.png", "evaluate.json"} <= arts
     enc = by_stage["train_encoder"][0]
+    assert by_rate["0.3"].data.tags["run.train_encoder"] == enc.info.run_id
     assert {m.key for m in client.get_metric_history(enc.info.run_id, "train_od")} == {"train_od"}

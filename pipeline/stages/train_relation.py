@@ -15,6 +15,7 @@ import contextlib
 import time
 
 import pandas as pd
+import torch
 
 from feature_cache import sha256_file
 from pipeline import paths
@@ -33,6 +34,8 @@ def main(argv=None) -> None:
     p = load_params(ap.parse_args(argv).params)
     run_dir, metrics, plots = paths.run_dir(STAGE), paths.metrics_file(STAGE), paths.plots_file(STAGE)
     expect = sha256_file(paths.ENCODER) if paths.ENCODER.exists() else None
+    if p.train_relation.threads:
+        torch.set_num_threads(p.train_relation.threads)
     with dist.session(p.device):
         main_rank = dist.is_main()
         t0 = time.time()
