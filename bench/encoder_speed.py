@@ -37,15 +37,9 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def bench(size: str, batch: int, iters: int, device: torch.device) -> dict:
-    p = parse_params(SIZES[size])
-    model = build_model(p).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    f, s = p.clip.frames, p.crop.image_size
-    x = torch.rand(batch, 3, f, s, s, device=device)
-    y = (torch.arange(batch, device=device) % 2).float()
-    te = p.train_encoder
-
+def make_train_step(model, opt, x, y, te, device):
+    """One forward + backward + Adam step of the whole loss (Eq. 12) on the fixed batch ``x``, ``y``
+    (also used by bench/epoch_speed.py)."""
     def train_step():
         opt.zero_grad(set_to_none=True)
         with autocast(device):
@@ -53,6 +47,17 @@ def bench(size: str, batch: int, iters: int, device: torch.device) -> dict:
             loss = mrl_loss(logits.float(), y, enc, te.lambda_od, te.lambda_tc)["total"]
         loss.backward()
         opt.step()
+    return train_step
+
+
+def bench(size: str, batch: int, iters: int, device: torch.device) -> dict:
+    p = parse_params(SIZES[size])
+    model = build_model(p).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    f, s = p.clip.frames, p.crop.image_size
+    x = torch.rand(batch, 3, f, s, s, device=device)
+    y = (torch.arange(batch, device=device) % 2).float()
+    train_step = make_train_step(model, opt, x, y, p.train_encoder, device)
 
     def infer_step():
         with torch.no_grad(), autocast(device):

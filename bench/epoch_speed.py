@@ -31,11 +31,12 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from _media import synthetic_crops  # noqa: E402
-from graph_models import build_model, mrl_loss  # noqa: E402
+from encoder_speed import make_train_step  # noqa: E402
+from graph_models import build_model  # noqa: E402
 from pipeline.ingest.clips import ClipDataset, EpochShuffle, clip_batch_to_input, window_loader  # noqa: E402
 from pipeline.learning.encoder import predict_windows, train_encoder  # noqa: E402
 from pipeline.params import parse_params  # noqa: E402
-from pipeline.runtime import autocast, epoch_generator  # noqa: E402
+from pipeline.runtime import epoch_generator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"demo": dict(frames=32, snippet=8, image=64, backbone="small3d", hidden=64, mlp=128),
@@ -139,15 +140,7 @@ def main(argv=None) -> int:
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         y = batches[0]["label"].to(device).float()
         x = clip_batch_to_input(batches[0]["clip"], device)
-        te = p.train_encoder
-
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with autocast(device):
-                logits, enc = model(x)
-                loss = mrl_loss(logits.float(), y, enc, te.lambda_od, te.lambda_tc)["total"]
-            loss.backward()
-            opt.step()
+        step = make_train_step(model, opt, x, y, p.train_encoder, device)
 
         model.train()
         step()
