@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ParamsError", "Params", "load_params", "parse_params", "flatten",
@@ -51,6 +51,16 @@ class ParamsError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _check_workers(v):
+    if isinstance(v, bool) or (isinstance(v, int) and not 1 <= v <= 64) or (isinstance(v, str) and v != "auto"):
+        raise ValueError(f"'num_workers' must be 'auto' or an integer in [1, 64], got {v!r}")
+    return v
+
+
+# processes working in parallel: an int, or "auto" (the CPU cores, at most 8; pipeline.ingest.cropping.resolve_workers)
+Workers = Annotated[Union[int, Literal["auto"]], BeforeValidator(_check_workers)]
 
 
 # --------------------------------------------------------------------------- data
@@ -73,6 +83,9 @@ class DemoParams(_Section):
         None, description="source media names (pipeline.ingest.demo.sources.SOURCES); default: every usable one")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in val (identity-disjoint)")
     test_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in test (identity-disjoint)")
+    num_workers: Workers = Field(
+        "auto", description="processes generating clips in parallel; auto: the CPU cores, at most 8. Does not "
+                            "change a byte of the output (tests/test_demo.py)")
 
     @model_validator(mode="after")
     def _even(self) -> "DemoParams":
@@ -154,16 +167,9 @@ class CropParams(_Section):
     smooth: int = Field(5, ge=1, le=101, description="temporal box smoothing window, frames (odd)")
     compression: int = Field(4, ge=0, le=9, description="gzip level of the crop HDF5 files")
     max_frames: Optional[int] = Field(None, ge=1, description="read at most this many frames per video (null: all)")
-    num_workers: Union[int, Literal["auto"]] = Field(
+    num_workers: Workers = Field(
         "auto", description="processes cropping videos in parallel; auto: the CPU cores, at most 8. Does not "
                             "change the crops (not part of the crop hash)")
-
-    @field_validator("num_workers", mode="before")
-    @classmethod
-    def _workers(cls, v):
-        if isinstance(v, bool) or (isinstance(v, int) and not 1 <= v <= 64):
-            raise ValueError(f"'num_workers' must be 'auto' or an integer in [1, 64], got {v!r}")
-        return v
 
     @field_validator("smooth")
     @classmethod

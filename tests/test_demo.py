@@ -1,6 +1,7 @@
 """The embedded demo dataset: layout, decodability, identity-disjoint splits, masks, determinism."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -141,19 +142,23 @@ def test_sbi_constant_flicker_varies():
     assert np.std(d_f) / d_f.mean() > 2 * np.std(d_s) / d_s.mean()
 
 
-def test_deterministic(demo, tmp_path):
+def _file_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_bytes_across_processes(demo, tmp_path):
+    """The fixture ran 2 worker processes; this run is serial, in this (long-lived) test process, after
+    other encodes: every file, mp4 included, must be byte-identical (libx264 used to read memory it had
+    not written and gave different bitstreams depending on what the process had done before)."""
     out, _ = demo
     again = tmp_path / "again"
-    generate_demo(_params(), seed=0, out_dir=again)
-    assert (again / "splits.csv").read_bytes() == (out / "splits.csv").read_bytes()
-    df = pd.read_csv(out / "splits.csv", keep_default_na=False)
-    for mp in df[df.mask_path != ""].mask_path:
-        assert np.array_equal(np.load(out / mp)["masks"], np.load(again / mp)["masks"]), mp
-    # libx264 here is not bit-reproducible between encodes (measured), so decoded frames agree up to
-    # encoder noise: same content, tiny differences.
-    for p in [df.path.iloc[0], df[df.path.str.startswith("fake/")].path.iloc[0]]:
-        a, b = _decode(out / p)[0].astype(float), _decode(again / p)[0].astype(float)
-        assert np.abs(a - b).mean() < 1.5, p
+    generate_demo(_params(num_workers=1), seed=0, out_dir=again)
+    a, b = _file_hashes(out), _file_hashes(again)
+    assert sorted(a) == sorted(b)
+    assert any(k.endswith(".mp4") for k in a)
+    differ = [k for k in a if a[k] != b[k]]
+    assert not differ, f"{len(differ)} of {len(a)} files differ, e.g. {differ[:3]}"
 
 
 def test_seed_changes_output(demo, tmp_path):

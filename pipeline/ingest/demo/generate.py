@@ -9,16 +9,20 @@ Layout written into ``out_dir`` (the plain layout of docs/CONTRACTS.md)::
     summary.json, README.txt
 
 Determinism: every random draw comes from a generator seeded by (seed, a stable hash of the item's
-name), MTCNN runs single-threaded, so for one seed on one machine/library set splits.csv, the masks
-and the frames handed to the encoder are identical between runs. The mp4 files are NOT
-byte-identical: libx264 (PyAV 18 wheel) gave different bitstreams for the same input frames even
-with one thread, so decoded frames differ by encoder noise only (mean |diff| well under 1.5 levels).
-summary.json records the SHA-256 of splits.csv.
+name), MTCNN and libx264 run single-threaded and the encoder's heap starts filled with a fixed byte
+(:func:`_filled_heap`), so for one seed on one machine/library set every file written, mp4 included,
+is byte-identical between runs and whatever ``num_workers`` is (tests/test_demo.py). Sources and
+then output files are processed in ``demo.num_workers`` spawned processes. summary.json records the
+SHA-256 of splits.csv.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..cropping import resolve_workers
 from . import sources as _sources
 from .manipulations import METHODS, NEEDS_DONOR, manipulate
 from .motion import Clip, load_video, still_clip, still_faces, video_clips
@@ -101,10 +106,36 @@ def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([q(y).ravel(), q(u).ravel(), q(v).ravel()]).reshape(h * 3 // 2, w))
 
 
+_M_PERTURB = -6      # mallopt(3): fill every malloc'd block with a fixed byte
+_PERTURB_BYTE = 0xA5
+
+
+@contextlib.contextmanager
+def _filled_heap():
+    """Make heap memory handed out by glibc's malloc start as a fixed byte pattern while encoding.
+
+    Measured: the libx264 build in the PyAV wheel reads some memory it has not written, so the same
+    frames gave different bitstreams depending on what the process had allocated before (a clip
+    encoded after another one, or in another worker, came out different: 15 of 80 demo files, decoded
+    pixels off by up to 63 levels). With every block filled at allocation (glibc's M_PERTURB, the
+    knob behind ``MALLOC_PERTURB_``), 1 and 2 worker processes write byte-identical files
+    (tests/test_demo.py). Elsewhere than glibc this is a no-op."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        yield
+        return
+    mallopt(_M_PERTURB, _PERTURB_BYTE)
+    try:
+        yield
+    finally:
+        mallopt(_M_PERTURB, 0)
+
+
 def write_video(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
-    """Encode uint8 [F,H,W,3] with libx264 yuv420p (one thread, deterministic)."""
+    """Encode uint8 [F,H,W,3] with libx264 yuv420p (one thread, deterministic: see :func:`_filled_heap`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format="mp4") as c:
+    with _filled_heap(), av.open(str(path), "w", format="mp4") as c:
         st = c.add_stream("libx264", rate=int(fps))
         st.width, st.height = frames.shape[2], frames.shape[1]
         st.pix_fmt = "yuv420p"
@@ -122,36 +153,94 @@ def write_video(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
             c.mux(pkt)
 
 
-def _real_clips(params, seed: int, names: list[str], cache, progress: Callable[[str], None]) -> list[RealClip]:
-    out: list[RealClip] = []
+def _source_id(name: str, names: list[str]) -> str:
+    sid = _safe(name)
+    if [_safe(x) for x in names].count(sid) > 1:  # single_face.mp4 and single_face.jpg must not share clip ids
+        sid = f"{sid}_{name.rsplit('.', 1)[-1].lower()}"
+    return sid
+
+
+def _source_clips(params, seed: int, name: str, sid: str, cache) -> list[RealClip]:
+    """The real clips of one source: windows around the tracked face of a video, or a synthetic camera
+    path over each face of a photo (every face of the group photo is a person of one split unit)."""
+    src = _sources.SOURCES[name]
+    path = _sources.fetch(name, cache)
+    ident = IDENTITY_OVERRIDES.get(name, src.identity)
     n, size, fps = params.frames, params.size, params.fps
-    stems = [_safe(x) for x in names]
-    for name in names:
-        src = _sources.SOURCES[name]
-        path = _sources.fetch(name, cache)
-        ident = IDENTITY_OVERRIDES.get(name, src.identity)
-        sid = _safe(name)
-        if stems.count(sid) > 1:  # single_face.mp4 and single_face.jpg must not share clip ids
-            sid = f"{sid}_{name.rsplit('.', 1)[-1].lower()}"
-        progress(name)
-        if src.kind == "video":
-            track = load_video(path, size)
-            if track is None:
-                continue
-            for k, c in enumerate(video_clips(track, params.clips_per_source, n, size)):
-                out.append(RealClip(f"{sid}_{k:02d}", ident, ident, sid, c))
-            continue
-        faces = still_faces(path, size)
-        multi = len(faces) > 1 and name == "multi_face.jpg"
-        if not multi:
-            faces = faces[:1]
-        for j, face in enumerate(faces):
-            pid = f"{ident}_p{j}" if multi else ident
-            fsid = f"{sid}_p{j}" if multi else sid
-            for k in range(params.clips_per_source):
-                c = still_clip(face, n, size, fps, _rng(seed, "still", fsid, k))
-                out.append(RealClip(f"{fsid}_{k:02d}", pid, ident, fsid, c))
+    out: list[RealClip] = []
+    if src.kind == "video":
+        track = load_video(path, size)
+        if track is None:
+            return out
+        for k, c in enumerate(video_clips(track, params.clips_per_source, n, size)):
+            out.append(RealClip(f"{sid}_{k:02d}", ident, ident, sid, c))
+        return out
+    faces = still_faces(path, size)
+    multi = len(faces) > 1 and name == "multi_face.jpg"
+    if not multi:
+        faces = faces[:1]
+    for j, face in enumerate(faces):
+        pid = f"{ident}_p{j}" if multi else ident
+        fsid = f"{sid}_p{j}" if multi else sid
+        for k in range(params.clips_per_source):
+            c = still_clip(face, n, size, fps, _rng(seed, "still", fsid, k))
+            out.append(RealClip(f"{fsid}_{k:02d}", pid, ident, fsid, c))
     return out
+
+
+@dataclass
+class _Job:
+    """One file to write: a real clip, or a fake made from ``target`` (and ``donor``) by ``method``."""
+    path: str
+    target: RealClip
+    method: Optional[str] = None
+    donor: Optional[RealClip] = None
+    mask_path: Optional[str] = None
+    donor_choices: int = 0   # the donor was drawn first from this many candidates (same generator)
+
+
+def _run_job(out: Path, params, seed: int, job: _Job) -> str:
+    if job.method is None:
+        write_video(out / job.path, job.target.clip.frames, params.fps, params.crf)
+        return job.path
+    tgt, donor = job.target, job.donor
+    rng = _rng(seed, "fake", job.method, tgt.clip_id)
+    if job.donor_choices:  # replay the donor draw so the manipulation continues the same random stream
+        rng.integers(job.donor_choices)
+    frames, masks = manipulate(job.method, tgt.clip.frames, tgt.clip.landmarks, rng,
+                               donor.clip.frames if donor else None,
+                               donor.clip.landmarks if donor else None, fps=params.fps)
+    write_video(out / job.path, frames, params.fps, params.crf)
+    (out / job.mask_path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / job.mask_path, masks=masks)
+    return job.path
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _call(fn_args):
+    fn, args = fn_args
+    return fn(*args)
+
+
+def _map(fn, arglist: list[tuple], workers: int, progress: Callable[[str], None], labels: list[str]) -> list:
+    """``[fn(*a) for a in arglist]`` in order, in ``workers`` spawned processes when more than one.
+    Every item draws from its own seeded generator, so the results do not depend on the process."""
+    if workers <= 1 or len(arglist) <= 1:
+        res = []
+        for a, lab in zip(arglist, labels):
+            progress(lab)
+            res.append(fn(*a))
+        return res
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(arglist)), mp_context=ctx, initializer=_worker_init) as ex:
+        res = []
+        for r, lab in zip(ex.map(_call, [(fn, a) for a in arglist]), labels):
+            progress(lab)
+            res.append(r)
+        return res
 
 
 def assign_splits(unit_sizes: dict[str, int], unit_ids: dict[str, int], seed: int,
@@ -201,7 +290,11 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
         for m in params.methods:
             if m not in METHODS:
                 raise ValueError(f"unknown demo method {m!r}; known: {sorted(METHODS)}")
-        reals = _real_clips(params, seed, names, params.source_cache, lambda s: progress(f"real {s}"))
+        workers = resolve_workers(getattr(params, "num_workers", 1))
+        per_source = _map(_source_clips,
+                          [(params, seed, nm, _source_id(nm, names), params.source_cache) for nm in names],
+                          workers, progress, [f"real {nm}" for nm in names])
+        reals = [r for clips in per_source for r in clips]
         if not reals:
             raise RuntimeError("no usable face in the demo sources")
         unit_sizes: dict[str, int] = {}
@@ -211,16 +304,14 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
             unit_idents.setdefault(r.unit, set()).add(r.identity)
         split_of_unit = assign_splits(unit_sizes, {u: len(v) for u, v in unit_idents.items()}, seed,
                                       params.val_fraction, params.test_fraction)
-        rows = []
+        rows, jobs = [], []
         by_split: dict[str, list[RealClip]] = {s: [] for s in SPLITS}
         for r in reals:
             split = split_of_unit[r.unit]
             by_split[split].append(r)
-            p = Path("real") / f"{r.clip_id}.mp4"
-            progress(f"write {p}")
-            write_video(out / p, r.clip.frames, params.fps, params.crf)
-            rows.append(dict(path=p.as_posix(), split=split, identity=r.identity,
-                             source_id=r.source_id, mask_path=""))
+            p = (Path("real") / f"{r.clip_id}.mp4").as_posix()
+            jobs.append(_Job(p, r))
+            rows.append(dict(path=p, split=split, identity=r.identity, source_id=r.source_id, mask_path=""))
         # fakes: one per real clip, methods dealt round-robin within each split from a seeded offset
         for split in SPLITS:
             clips = by_split[split]
@@ -240,21 +331,16 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
                         method = next((m for m in params.methods if m not in NEEDS_DONOR), None)
                         if method is None:
                             continue
-                        r = _rng(seed, "fake", method, tgt.clip_id)
                     else:
                         donor = cands[int(r.integers(len(cands)))]
                 fid = f"{tgt.clip_id}__{donor.clip_id}" if donor else tgt.clip_id
-                progress(f"fake {method} {fid}")
-                frames, masks = manipulate(method, tgt.clip.frames, tgt.clip.landmarks, r,
-                                           donor.clip.frames if donor else None,
-                                           donor.clip.landmarks if donor else None, fps=params.fps)
-                p = Path("fake") / method / f"{fid}.mp4"
-                mp = Path("masks") / method / f"{fid}.npz"
-                write_video(out / p, frames, params.fps, params.crf)
-                (out / mp).parent.mkdir(parents=True, exist_ok=True)
-                np.savez_compressed(out / mp, masks=masks)
-                rows.append(dict(path=p.as_posix(), split=split, identity=tgt.identity,
-                                 source_id=donor.clip_id if donor else tgt.clip_id, mask_path=mp.as_posix()))
+                p = (Path("fake") / method / f"{fid}.mp4").as_posix()
+                mp = (Path("masks") / method / f"{fid}.npz").as_posix()
+                jobs.append(_Job(p, tgt, method, donor, mp, len(cands) if donor else 0))
+                rows.append(dict(path=p, split=split, identity=tgt.identity,
+                                 source_id=donor.clip_id if donor else tgt.clip_id, mask_path=mp))
+        _map(_run_job, [(out, params, seed, jb) for jb in jobs], workers, progress,
+             [f"write {jb.path}" for jb in jobs])
         df = pd.DataFrame(rows, columns=SPLIT_COLUMNS).sort_values("path").reset_index(drop=True)
         dup = df["path"][df["path"].duplicated()].tolist()
         if dup:  # two clips written to one file would silently overwrite each other
@@ -266,7 +352,7 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
         (out / "README.txt").write_text(CREDITS)
         summary = {
             "seed": int(seed),
-            "params": params.model_dump() if hasattr(params, "model_dump") else {},
+            "params": params.model_dump(exclude={"num_workers"}) if hasattr(params, "model_dump") else {},
             "videos": int(len(df)),
             "per_split": {s: {"real": int(((df.split == s) & (df.label == 0)).sum()),
                               "fake": int(((df.split == s) & (df.label == 1)).sum()),
