@@ -71,8 +71,8 @@ class DemoParams(_Section):
     out_dir: str = "data/demo"
     source_cache: Optional[str] = Field(
         None, description="where downloaded source media are kept; default ~/.cache/mrl/sources")
-    clips_per_source: int = Field(2, ge=1, le=100, description="real clips cut/animated per source face")
-    frames: int = Field(64, ge=8, le=2000, description="frames per generated clip")
+    clips_per_source: int = Field(4, ge=1, le=100, description="real clips cut/animated per source face")
+    frames: int = Field(32, ge=8, le=2000, description="frames per generated clip")
     size: int = Field(192, ge=64, le=1080, description="side of the square output frames (even)")
     fps: int = Field(25, ge=1, le=120)
     crf: int = Field(23, ge=0, le=51, description="libx264 constant rate factor")
@@ -82,7 +82,7 @@ class DemoParams(_Section):
     sources: Optional[list[str]] = Field(
         None, description="source media names (pipeline.ingest.demo.sources.SOURCES); default: every usable one")
     val_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in val (identity-disjoint)")
-    test_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in test (identity-disjoint)")
+    test_fraction: float = Field(0.25, ge=0.0, lt=0.5, description="share of clips in test (identity-disjoint)")
     num_workers: Workers = Field(
         "auto", description="processes generating clips in parallel; auto: the CPU cores, at most 8. Does not "
                             "change a byte of the output (tests/test_demo.py)")
@@ -115,6 +115,9 @@ class DataParams(_Section):
     holdout_methods: list[str] = Field(
         default_factory=list, description="fake methods left out of train and val (kept in test): "
                                           "leave-one-family-out generalisation")
+    train_identities: Optional[int] = Field(
+        None, ge=1, description="keep only this many identities in train (a seeded choice; smaller sets are "
+                                "subsets of larger ones): the learning curve. null: all")
 
     @model_validator(mode="after")
     def _unique(self) -> "DataParams":

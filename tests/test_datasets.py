@@ -378,3 +378,25 @@ def test_symlink_loop_and_directory_named_like_a_video_are_reported(tmp_path: Pa
     assert f"{tmp_path / 'fake'}: skipped 1 entries named like videos: y.mp4 (a directory named like a video, " \
            "not a video file)" in msgs
     assert len(df) == 10 and "y.mp4" not in set(df.method)
+
+
+def test_train_identities_keep_nested_subsets_of_train_only() -> None:
+    """The learning curve's data: k training identities, nested as k grows; val and test untouched."""
+    from pipeline.ingest.datasets import keep_train_identities
+    rows = [dict(dataset="d", identity=f"p{i}", split="train" if i < 6 else ("val" if i < 8 else "test"),
+                 label=lab, video_id=f"p{i}_{lab}") for i in range(10) for lab in (0, 1)]
+    df = pd.DataFrame(rows)
+    kept = {}
+    for k in (1, 3, 6):
+        sub = keep_train_identities(df, k, seed=0)
+        kept[k] = set(sub.loc[sub.split == "train", "identity"])
+        assert len(kept[k]) == k
+        assert (sub.split == "train").sum() == 2 * k          # every video of a kept identity stays
+        pd.testing.assert_frame_equal(sub[sub.split != "train"].reset_index(drop=True),
+                                      df[df.split != "train"].reset_index(drop=True))
+    assert kept[1] < kept[3] < kept[6] == {f"p{i}" for i in range(6)}
+    with pytest.raises(ValueError, match="7 asked, the training split has only 6 identities"):
+        keep_train_identities(df, 7, seed=0)
+    only_real = df[~((df.split == "train") & (df.label == 1) & (df.identity != "p9"))]
+    with pytest.raises(ValueError, match="only real videos"):
+        keep_train_identities(only_real, 2, seed=0)

@@ -55,10 +55,14 @@ def test_manifest_reruns_when_a_video_is_deleted_or_added_and_only_then(tmp_path
     deleted = run_dvc(ws, "repro", "crop")
     assert stages_run(deleted.stdout) == ["scan", "manifest", "crop"]
     assert "real/r3" not in _listed(ws) and len(_listed(ws)) == 7
+    assert "7 videos (0 computed, 7 cached)" in deleted.stdout + deleted.stderr   # data/crops persists
+    assert not (ws / "data/crops/mine/real/r3.h5").exists()                    # ... and is pruned
+    assert (ws / "data/crops/mine/real/r2.h5").exists()
 
     _clip("carphone_pristine.mp4", 20, ws / "videos/real/r9.mp4")  # add one
     added = run_dvc(ws, "repro", "crop")
     assert stages_run(added.stdout) == ["scan", "manifest", "crop"]
     assert "real/r9" in _listed(ws) and len(_listed(ws)) == 8
+    assert "8 videos (1 computed, 7 cached)" in added.stdout + added.stderr
     index = pd.read_csv(ws / "data/crops/index.csv", dtype=str)
     assert "r3" not in set(index.video_id)

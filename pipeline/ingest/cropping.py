@@ -104,9 +104,14 @@ def _row_dict(row) -> dict:
     return out
 
 
+_SPLIT_FIELDS = ("split", "identity", "source_id")
+
+
 def row_signature(row) -> str:
-    """The manifest fields whose change re-runs a video (everything of the row)."""
-    return json.dumps(_row_dict(row), sort_keys=True)
+    """The manifest fields whose change re-runs a video: the row without its split assignment (split,
+    identity, source id), which does not change the crop and is written only to ``index.csv``, so
+    re-drawn splits, a subset of training identities or a held-out family reuse the crops."""
+    return json.dumps({k: v for k, v in _row_dict(row).items() if k not in _SPLIT_FIELDS}, sort_keys=True)
 
 
 def output_path(out_dir: str | Path, row) -> Path:
@@ -293,7 +298,7 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
         rep["windows"] = len(clips)
         rep["seconds"] = round(time.time() - t0, 3)
         attrs = {"dataset": r["dataset"], "method": r["method"], "video_id": r["video_id"], "label": r["label"],
-                 "split": r["split"], "identity": r["identity"], "source": path, "fps": float(rep["fps"]),
+                 "source": path, "fps": float(rep["fps"]),
                  "params_hash": phash, "row": row_signature(r), "schema_version": SCHEMA_VERSION,
                  "clip_frames": F, "image_size": S, "params": json.dumps(cp.model_dump(mode="json"), sort_keys=True),
                  "skipped": rep["skipped"] or "", "report": json.dumps(rep, sort_keys=True)}
@@ -578,10 +583,28 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
     return reports
 
 
+def prune(out_dir: str | Path, manifest: pd.DataFrame) -> int:
+    """Delete the per-video files of videos no longer in the manifest (and folders left empty), so the
+    output folder, kept between runs (``persist`` in dvc.yaml), holds exactly what a fresh run writes."""
+    out_dir = Path(out_dir)
+    keep = {output_path(out_dir, row) for _, row in manifest.iterrows()}
+    gone = 0
+    for p in sorted(out_dir.rglob("*.h5")):
+        if p not in keep:
+            p.unlink()
+            gone += 1
+    for d in sorted((d for d in out_dir.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return gone
+
+
 def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
           extra: Optional[list[dict]] = None) -> tuple[pd.DataFrame, dict]:
-    """Build and write ``index.csv`` and ``report.json`` from the per-video files (+ shard reports)."""
+    """Build and write ``index.csv`` and ``report.json`` from the per-video files (+ shard reports);
+    per-video files of videos not in ``manifest`` are deleted first (:func:`prune`)."""
     out_dir = Path(out_dir)
+    prune(out_dir, manifest)
     known: dict[tuple, dict] = {}
     for sp in sorted(out_dir.glob("report.shard-*-of-*.json")):
         try:

@@ -4,8 +4,10 @@ Reads ``data/manifest.csv``; writes one HDF5 file per video under ``data/crops/<
 ``index.csv`` (one row per window) and ``report.json`` (frames read, frames with a face, skipped videos and
 why). Up-to-date outputs are reused, so an interrupted run resumes; one broken video is skipped and recorded.
 A video the system cannot read now (permissions, I/O) is not cached: the stage crops all the others, then
-fails naming it, so the next ``dvc repro`` runs the stage again and tries it again (a direct re-run of this
-module reuses the other videos' files; ``dvc repro`` removes a stage's outputs before running it).
+fails naming it, so the next ``dvc repro`` runs the stage again and tries it again. ``data/crops`` is a
+``persist`` output in dvc.yaml, so DVC keeps it between runs and a re-run (a new video, a subset of the
+training identities, a held-out family) crops only what is new; files of videos that left the manifest
+are deleted, so the folder always equals a fresh run's.
 The work is :mod:`pipeline.ingest.cropping`.
 
     python -m pipeline.stages.crop [--params params.yaml]

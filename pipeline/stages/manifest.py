@@ -32,7 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> pd.DataFrame:
     ap.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    df = build_manifest(params.data.datasets, params.seed, params.data.holdout_methods)
+    df = build_manifest(params.data.datasets, params.seed, params.data.holdout_methods,
+                        params.data.train_identities)
     write_manifest(df, params.data.manifest)
     print(f"manifest: {params.data.manifest}: {summarize(df)}")
     return df

