@@ -4,6 +4,8 @@
     python scripts/grids.py queue mask            # Fig. 5: minimal/random x rates 0.0..0.9 (relation stage)
     python scripts/grids.py queue mask-full       # the same, also retraining the encoder (Algorithm 2)
     python scripts/grids.py queue ablation        # Table IV/V ablations (STA off, graph off, ... image-based)
+    python scripts/grids.py queue curve           # learning curve: 3, 6, 9 and all training identities
+    python scripts/grids.py queue mask-full --only minimal-00,minimal-05   # a subset of a grid's points
     python scripts/grids.py table ablation        # which params each point sets and which stages it re-runs
     dvc queue start -j 1                          # run them unattended (dvc queue status / logs NAME)
     python scripts/grids.py report lofo           # -> reports/lofo.md (+ reports/mask.png for the mask grids)
@@ -11,8 +13,8 @@
 
 Each experiment is ``dvc exp run --queue -n <grid>-<point> -S key=value ...``; DVC re-runs only the stages
 whose params changed: ``mask`` re-runs train_relation and evaluate (the crops and the encoder are reused),
-``mask-full`` also train_encoder and cache_features, ``lofo`` (``data.holdout_methods``) everything from the
-manifest on (crops of unchanged videos are reused); ``ablation``: :func:`stages_rerun` computes it from
+``mask-full`` also train_encoder and cache_features, ``lofo`` (``data.holdout_methods``) and ``curve``
+(``data.train_identities``) everything from the manifest on (the crop stage reuses every video's crop); ``ablation``: :func:`stages_rerun` computes it from
 dvc.yaml for each point (``table ablation``; the README's table is checked against it). A queue survives an interruption: ``dvc queue start``
 again runs what is left. ``report`` reads the finished experiments from ``dvc exp show --json``.
 """
@@ -24,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,6 +35,7 @@ from pipeline.ingest.datasets import read_manifest  # noqa: E402
 from pipeline.runtime import atomic_path  # noqa: E402
 
 RATES = [round(0.1 * i, 1) for i in range(10)]
+CURVE = [3, 6, 9, None]   # training identities (None: all); nested sets (pipeline.ingest.datasets)
 
 # Table IV / V of the paper (and Fig. 7's snippet length D at a fixed frame count), each as params.yaml
 # overrides. The encoder is trained jointly with its own relation head (train_encoder.relation / .mask):
@@ -82,7 +86,24 @@ def grid(name: str) -> list[tuple[str, dict]]:
         return pts
     if name == "ablation":
         return [(f"ablation-{short}", sets) for short, _, sets in ABLATIONS]
-    raise SystemExit(f"unknown grid {name!r} (lofo, mask, mask-full, ablation)")
+    if name == "curve":
+        return [(f"curve-{k or 'all'}", {"data.train_identities": "null" if k is None else k}) for k in CURVE]
+    raise SystemExit(f"unknown grid {name!r} ({', '.join(GRIDS)})")
+
+
+GRIDS = ("lofo", "mask", "mask-full", "ablation", "curve")
+
+
+def select(points: list[tuple[str, dict]], name: str, only: str | None) -> list[tuple[str, dict]]:
+    """The points of grid ``name`` whose names (without the ``<grid>-`` prefix) are listed in ``only``."""
+    if not only:
+        return points
+    want = [w.strip() for w in only.split(",") if w.strip()]
+    names = {exp[len(name) + 1:]: (exp, sets) for exp, sets in points}
+    unknown = [w for w in want if w not in names]
+    if unknown:
+        raise SystemExit(f"--only: no point {unknown} in grid {name}; its points: {', '.join(names)}")
+    return [names[w] for w in want]
 
 
 def _under(a: str, b: str) -> bool:
@@ -122,13 +143,14 @@ def ablation_table(dvc_yaml: Path = Path("dvc.yaml")) -> str:
     return "\n".join(rows)
 
 
-def queue(name: str, dry: bool = False) -> None:
-    for exp, sets in grid(name):
+def queue(name: str, dry: bool = False, only: str | None = None) -> None:
+    points = select(grid(name), name, only)
+    for exp, sets in points:
         cmd = [sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", exp] + [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
         print(" ".join(cmd))
         if not dry:
             subprocess.run(cmd, check=True)
-    print(f"grids: queued {len(grid(name))} experiments; run them with `dvc queue start -j 1`")
+    print(f"grids: queued {len(points)} experiments; run them with `dvc queue start -j 1`")
 
 
 def finished_experiments(show: list) -> dict:
@@ -211,6 +233,8 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None)
             csv_rows.append({"ablation": exp[len("ablation-"):], "auc": t.get("auc"),
                              "auc_ci_low": t.get("auc_ci_low"), "auc_ci_high": t.get("auc_ci_high")})
         _write_csv(csv_rows, out_dir / f"{name}_auc.csv")
+    elif name == "curve":
+        lines += curve_report(exps, out_dir)
     else:
         rows = []
         for exp, data in exps.items():
@@ -228,6 +252,72 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None)
         tmp.write_text("\n".join(lines) + "\n")
     print(f"grids: {md}")
     return md
+
+
+def log_fit(ks: list[float], aucs: list[float]) -> tuple[float, float]:
+    """Least-squares ``auc = a + b * ln(k)`` (a learning curve's usual shape at small sizes)."""
+    x = np.log(np.asarray(ks, float))
+    y = np.asarray(aucs, float)
+    b, a = np.polyfit(x, y, 1)
+    return float(a), float(b)
+
+
+def identities_needed(a: float, b: float, target: float) -> float | None:
+    """The ``k`` at which ``a + b ln k`` reaches ``target`` (None when the fit does not rise)."""
+    return float(np.exp((target - a) / b)) if b > 1e-9 else None
+
+
+def curve_report(exps: dict, out_dir: Path) -> list[str]:
+    """Table, CSV and PNG of test AUC against the number of training identities, with the baseline
+    (hand-made features, same training subset) and a log fit extrapolated to AUC 0.90."""
+    rows = []
+    for exp, data in exps.items():
+        enc = _metric(data, "metrics/train_encoder.json")
+        t = _metric(data, "metrics/evaluate.json").get("test", {})
+        base = _metric(data, "metrics/baseline.json").get("test", {})
+        k = (_params(data).get("data") or {}).get("train_identities")
+        rows.append(dict(identities=k if k is not None else enc.get("train_identities"), all=k is None,
+                         train_windows=enc.get("train_windows"), auc=t.get("auc"), auc_ci_low=t.get("auc_ci_low"),
+                         auc_ci_high=t.get("auc_ci_high"), videos=t.get("n"), baseline_auc=base.get("auc")))
+    rows.sort(key=lambda r: (r["identities"] is None, r["identities"] or 0))
+    lines = ["| training identities | training windows | test AUC | 95% CI | videos | baseline test AUC |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        k = f"{r['identities']} (all)" if r["all"] else r["identities"]
+        lines.append(f"| {k} | {r['train_windows']} | {fmt(r['auc'])} | [{fmt(r['auc_ci_low'])}, "
+                     f"{fmt(r['auc_ci_high'])}] | {r['videos']} | {fmt(r['baseline_auc'])} |")
+    pts = [r for r in rows if r["identities"] and r["auc"] is not None]
+    if len(pts) >= 3:
+        a, b = log_fit([r["identities"] for r in pts], [r["auc"] for r in pts])
+        need = identities_needed(a, b, 0.90)
+        lines += ["", f"Log fit over {len(pts)} points: test AUC = {a:.3f} + {b:.3f} ln(identities); "
+                      + (f"it reaches 0.90 at about {need:.0f} training identities." if need
+                         else "it does not rise with more identities, so it predicts no size that reaches 0.90.")]
+    _write_csv(rows, out_dir / "curve_auc.csv")
+    _plot_curve(pts, out_dir / "curve.png")
+    return lines + ["", "![test AUC against training identities](curve.png)"]
+
+
+def _plot_curve(pts: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    x = [r["identities"] for r in pts]
+    ax.plot(x, [r["auc"] for r in pts], marker="o", label="MRL")
+    ax.fill_between(x, [r["auc_ci_low"] for r in pts], [r["auc_ci_high"] for r in pts], alpha=0.2)
+    if all(r["baseline_auc"] is not None for r in pts):
+        ax.plot(x, [r["baseline_auc"] for r in pts], marker="s", ls=":", label="hand-made features")
+    ax.axhline(0.5, color="grey", lw=0.5, ls="--")
+    ax.axhline(0.9, color="green", lw=0.5, ls="--")
+    ax.set_xlabel("distinct training identities")
+    ax.set_ylabel("test video AUC (95% bootstrap band)")
+    ax.set_title("learning curve")
+    ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
 
 
 def _wide(rows) -> list[dict]:
@@ -273,16 +363,17 @@ def _plot(rows, path: Path, title: str) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=["queue", "report", "list", "table"])
-    ap.add_argument("grid", choices=["lofo", "mask", "mask-full", "ablation"])
+    ap.add_argument("grid", choices=GRIDS)
+    ap.add_argument("--only", help="comma-separated points of the grid (names without the '<grid>-' prefix)")
     args = ap.parse_args(argv)
     if args.action == "list":
-        for exp, sets in grid(args.grid):
+        for exp, sets in select(grid(args.grid), args.grid, args.only):
             print(exp, sets, "re-runs:", ", ".join(stages_rerun(sets)) or "none")
     elif args.action == "table":
         print(ablation_table() if args.grid == "ablation" else "\n".join(
             f"| {exp} | {', '.join(stages_rerun(sets))} |" for exp, sets in grid(args.grid)))
     elif args.action == "queue":
-        queue(args.grid)
+        queue(args.grid, only=args.only)
     else:
         report(args.grid)
     return 0

@@ -110,3 +110,39 @@ def test_ablation_report_lists_each_finished_ablation_in_grid_order_with_its_int
     assert rows[0].startswith("| ablation-full | the full model") and "| 0.780 | [0.580, 0.880] |" in rows[0]
     assert rows[1].startswith("| ablation-no-lod | without L_od") and "| 0.610 | [0.410, 0.710] |" in rows[1]
     assert (tmp_path / "ablation_auc.csv").read_text().splitlines()[1].startswith("full,0.78,")
+
+
+def test_log_fit_recovers_a_known_curve_and_its_crossing():
+    a, b = grids.log_fit([2, 4, 8, 16], [0.5 + 0.1 * __import__("math").log(k) for k in (2, 4, 8, 16)])
+    assert abs(a - 0.5) < 1e-9 and abs(b - 0.1) < 1e-9
+    # 0.5 + 0.1 ln k = 0.9  <=>  k = e^4
+    assert abs(grids.identities_needed(a, b, 0.90) - 54.598) < 1e-2
+    assert grids.identities_needed(0.7, -0.01, 0.90) is None          # a falling curve predicts nothing
+
+
+def test_curve_report_orders_points_puts_all_last_and_fits(tmp_path):
+    def data(k, n_ident, auc, base):
+        return {"params": {"params.yaml": {"data": {"data": {"train_identities": k}}}},
+                "metrics": {"metrics/evaluate.json": {"data": {"test": {
+                    "auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": auc + 0.1, "n": 56}}},
+                    "metrics/train_encoder.json": {"data": {"train_identities": n_ident, "train_windows": 10 * n_ident}},
+                    "metrics/baseline.json": {"data": {"test": {"auc": base}}}}}
+
+    exps = {"curve-all": data(None, 12, 0.70, 0.66), "curve-3": data(3, 3, 0.55, 0.60),
+            "curve-6": data(6, 6, 0.62, 0.64)}
+    md = grids.report("curve", tmp_path, exps).read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    assert [r.split(" | ")[0] for r in rows] == ["| 3", "| 6", "| 12 (all)"]
+    assert "| 30 | 0.550 | [0.450, 0.650] | 56 | 0.600 |" in rows[0]
+    assert "Log fit over 3 points" in md and "training identities." in md
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert (tmp_path / "curve_auc.csv").read_text().splitlines()[0].startswith("identities,all,train_windows,auc")
+
+
+def test_only_selects_points_by_name():
+    pts = grids.select(grids.grid("mask-full"), "mask-full", "minimal-00,random-05")
+    assert [e for e, _ in pts] == ["mask-full-minimal-00", "mask-full-random-05"]
+    assert pts[1][1]["train_encoder.mask.rate"] == 0.5
+    import pytest
+    with pytest.raises(SystemExit, match="no point"):
+        grids.select(grids.grid("mask"), "mask", "minimal-5")
