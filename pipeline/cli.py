@@ -49,10 +49,21 @@ def results(args: argparse.Namespace) -> int:
     """Print the test result of the last ``dvc repro``, its files and the command that opens the MLflow UI."""
     metrics = paths.metrics_file("evaluate")
     if metrics.exists():
-        t = json.loads(metrics.read_text())["test"]
+        ev = json.loads(metrics.read_text())
+        t = ev["test"]
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         print(f"results: test video AUC {fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] "
               f"({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {fmt(t.get('acc'))}")
+        base = paths.metrics_file("baseline")
+        if base.exists():
+            b = json.loads(base.read_text()).get("test") or {}
+            print(f"results: hand-made-features baseline, same split: test AUC {fmt(b.get('auc'))} "
+                  f"[{fmt(b.get('auc_ci_low'))}, {fmt(b.get('auc_ci_high'))}]")
+        tg = ev.get("targets")
+        if tg:
+            parts = [f"{k} {fmt(v['value'])} {'>=' if v['met'] else '<'} {v['target']}"
+                     + (f" ({v['family']})" if v.get("family") else "") for k, v in tg.items() if k != "all_met"]
+            print(f"results: targets {'met' if tg['all_met'] else 'NOT met'}: " + ", ".join(parts))
         print(f"results: {metrics}, {paths.ROC_PNG}, {paths.SCORES}, {paths.metrics_file('train_encoder')}, "
               f"{paths.metrics_file('train_relation')}; compare experiments: dvc exp show")
     else:

@@ -160,3 +160,17 @@ def test_vectorised_bootstrap_auc_matches_sklearn_with_ties():
     y[:, :2] = [0, 1]
     s = rng.integers(0, 5, (4, 30)) / 4.0  # many ties
     np.testing.assert_allclose(_auc_rows(y, s), [roc_auc_score(a, b) for a, b in zip(y, s)])
+
+
+def test_targets_report_each_value_the_worst_family_and_whether_all_are_met():
+    from pipeline.scoring.evaluation import check_targets
+    per_method = {"demo/faceswap": {"auc": 0.95}, "demo/sbi": {"auc": 0.79}, "demo/flicker": {"auc": None}}
+    t = check_targets({"auc": 0.93, "auc_ci_low": 0.85}, per_method)
+    assert t["test_auc"] == {"value": 0.93, "target": 0.90, "met": True}
+    assert t["test_auc_ci_low"]["met"] is True
+    assert t["worst_family_auc"] == {"value": 0.79, "target": 0.80, "met": False, "family": "demo/sbi"}
+    assert t["all_met"] is False
+    ok = check_targets({"auc": 0.90, "auc_ci_low": 0.80}, {"demo/sbi": {"auc": 0.80}})
+    assert ok["all_met"] is True                                   # the bounds themselves count as met
+    none = check_targets({"auc": None, "auc_ci_low": None}, {})
+    assert none["all_met"] is False and none["worst_family_auc"]["family"] is None

@@ -25,7 +25,26 @@ from pipeline.scoring.explain import localisation_metrics
 from pipeline.scoring.inference import predict_vertices
 from pipeline.scoring.metrics import binary_metrics, bootstrap_auc, breakdown, roc_points, video_scores
 
-__all__ = ["Evaluation", "evaluate", "localisation"]
+__all__ = ["Evaluation", "evaluate", "localisation", "check_targets", "TARGETS"]
+
+# The bar a detector has to clear on the demo before its number means something (issue #13): test video
+# AUC, the lower end of its bootstrap interval, and the AUC of its worst fake family.
+TARGETS = {"test_auc": 0.90, "test_auc_ci_low": 0.80, "worst_family_auc": 0.80}
+
+
+def check_targets(test: dict, per_method: dict) -> dict:
+    """Each target of :data:`TARGETS` with the measured value and whether it is met (a missing value is
+    not met); ``worst_family_auc`` names the family."""
+    fams = {k: v.get("auc") for k, v in per_method.items() if k.split("/")[-1] != "real"}
+    known = {k: v for k, v in fams.items() if v is not None}
+    worst = min(known, key=known.get) if known else None
+    values = {"test_auc": test.get("auc"), "test_auc_ci_low": test.get("auc_ci_low"),
+              "worst_family_auc": known.get(worst) if worst else None}
+    out = {k: {"value": values[k], "target": t, "met": values[k] is not None and values[k] >= t}
+           for k, t in TARGETS.items()}
+    out["worst_family_auc"]["family"] = worst
+    out["all_met"] = all(v["met"] for k, v in out.items() if k in TARGETS)
+    return out
 
 
 @dataclass
@@ -74,6 +93,7 @@ def evaluate(p: Params, features: Path, relation_path: Path, encoder_path: Path,
               "per_dataset": breakdown(vids, "dataset", threshold),
               "per_method": breakdown(vids, "method", threshold),
               "localisation": localisation(relation, device, encoder_path, crop_dir)}
+    result["targets"] = check_targets(result["test"], result["per_method"])
     curves = {"test (all)": (y, s)}
     if vids["dataset"].nunique() > 1:
         for name, g in vids.groupby("dataset"):
