@@ -233,6 +233,18 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     assert main(["results"]) == 0
     out = capsys.readouterr().out
     assert "test video AUC 0.812 [0.500, 1.000] (95% bootstrap interval) on 12 test videos" in out
+    assert "baseline" not in out and "targets" not in out           # not written by this evaluate.json
+    from pipeline.scoring.evaluation import check_targets
+    ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75}}
+    ev["targets"] = check_targets(ev["test"], {"demo/sbi": {"auc": 0.6}, "demo/faceswap": {"auc": 0.9}})
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(ev))
+    (tmp_path / "metrics" / "baseline.json").write_text(json.dumps(
+        {"test": {"auc": 0.65, "auc_ci_low": 0.5, "auc_ci_high": 0.8}}))
+    assert main(["results"]) == 0
+    out = capsys.readouterr().out
+    assert "baseline, same split: test AUC 0.650 [0.500, 0.800]" in out
+    assert ("targets NOT met: test_auc 0.812 < 0.9, test_auc_ci_low 0.500 < 0.8, "
+            "worst_family_auc 0.600 < 0.8 (demo/sbi)") in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in out
 
 
