@@ -38,11 +38,19 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
-    "ParamsError", "Params", "load_params", "parse_params", "flatten",
+    "ParamsError", "Params", "load_params", "parse_params", "flatten", "merge_overrides",
     "DemoParams", "DatasetSpec", "DataParams", "ClipParams", "CropParams",
     "EncoderParams", "MaskParams", "RelationParams", "OptimParams",
     "TrainEncoderParams", "TrainRelationParams", "EvaluateParams", "MlflowParams",
 ]
+
+
+def merge_overrides(base: dict, over: dict) -> dict:
+    """``base`` with the nested keys of ``over`` replaced (a params.yaml dict and its overrides)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 class ParamsError(ValueError):

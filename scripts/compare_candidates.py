@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from feature_cache import load_split, sha256_file  # noqa: E402
 from pipeline.learning.encoder import encoder_payload, train_encoder  # noqa: E402
 from pipeline.learning.relation import train_relation  # noqa: E402
-from pipeline.params import load_params, parse_params  # noqa: E402
+from pipeline.params import load_params, merge_overrides, parse_params  # noqa: E402
 from pipeline.runtime import atomic_torch_save  # noqa: E402
 from pipeline.scoring.features import cache_features  # noqa: E402
 from pipeline.scoring.inference import predict_vertices  # noqa: E402
@@ -70,13 +70,6 @@ RELATION = {
                                                  "mask": {"in_inference": False}},
     "no masking": {"mask": {"strategy": "none", "in_inference": False}},
 }
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def test_auc(rel, feats: Path, sha: str, bootstrap: int, seed: int) -> dict:
@@ -142,7 +135,7 @@ def main(argv=None) -> int:
         for k in path:
             cur = cur.setdefault(k, {})
         cur[last] = yaml.safe_load(value)
-        base = merge(base, node)
+        base = merge_overrides(base, node)
     crops = load_params(args.params).crop.out_dir
     torch.set_num_threads(2)
     rows = []
@@ -153,11 +146,11 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         if args.part in ("relation", "both"):
             with tempfile.TemporaryDirectory() as tmp:
-                p = parse_params(merge(base, {"seed": seed}))
+                p = parse_params(merge_overrides(base, {"seed": seed}))
                 enc_row, feats, sha = encoder_run(p, crops, Path(tmp))
                 for name, over in RELATION.items():
                     if wanted(name):
-                        q = parse_params(merge(base, merge(over, {"seed": seed})))
+                        q = parse_params(merge_overrides(base, merge_overrides(over, {"seed": seed})))
                         rows.append({"part": "relation", "candidate": name, "seed": seed,
                                      **relation_run(q, feats, sha, Path(tmp) / name[:8])})
                         print(json.dumps(rows[-1]), flush=True)
@@ -166,7 +159,7 @@ def main(argv=None) -> int:
                 if not wanted(name):
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
-                    p = parse_params(merge(base, merge(over, {"seed": seed})))
+                    p = parse_params(merge_overrides(base, merge_overrides(over, {"seed": seed})))
                     enc_row, feats, sha = encoder_run(p, crops, Path(tmp))
                     rows.append({"part": "encoder", "candidate": name, "seed": seed, **enc_row,
                                  **relation_run(p, feats, sha, Path(tmp))})

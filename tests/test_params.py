@@ -139,3 +139,11 @@ def test_new_keys_are_in_params_yaml_so_dvc_exp_run_S_can_set_them():
     assert {"od_reduction", "augment", "pseudo_fake_prob"} <= set(raw["train_encoder"])
     assert {"schedule", "in_inference"} <= set(raw["mask"]) and {"input_norm", "edge_init"} <= set(raw["relation"])
     assert "holdout_methods" in raw["data"]
+
+
+def test_merge_overrides_replaces_nested_keys_only():
+    from pipeline.params import merge_overrides
+    base = {"mask": {"rate": 0.5, "strategy": "minimal"}, "seed": 0}
+    got = merge_overrides(base, {"mask": {"rate": 0.6}, "clip": {"frames": 8}})
+    assert got == {"mask": {"rate": 0.6, "strategy": "minimal"}, "seed": 0, "clip": {"frames": 8}}
+    assert base["mask"]["rate"] == 0.5                         # the input is not changed

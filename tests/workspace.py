@@ -15,6 +15,8 @@ from typing import Optional
 
 import yaml
 
+from pipeline.params import merge_overrides
+
 __all__ = ["PROJECT_ROOT", "make_workspace", "merge_overrides", "commit_all", "run_dvc", "stages_run"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +33,6 @@ def _env() -> dict:
                GIT_AUTHOR_EMAIL="mrl@localhost", GIT_COMMITTER_NAME="mrl", GIT_COMMITTER_EMAIL="mrl@localhost")
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
-
-
-def merge_overrides(base: dict, over: dict) -> dict:
-    """``base`` with the nested keys of ``over`` replaced (a params.yaml dict and its overrides)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def make_workspace(dst: Path, params_override: Optional[dict] = None) -> Path:
