@@ -462,11 +462,15 @@ def resolve_workers(num_workers, device: Optional[str] = "cpu") -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _error_report(row, exc: BaseException) -> dict:
+def _failure_report(row, skipped: str, **extra) -> dict:
+    """The report of a video that produced nothing (no frame read, no window)."""
     rep = {k: str(row[k]) for k in _KEY}
-    rep.update(path=str(row["path"]), frames_read=0, frames_with_face=0, windows=0,
-               skipped=f"error while cropping {row['path']}: {type(exc).__name__}: {exc}", _failed=True)
+    rep.update(path=str(row["path"]), frames_read=0, frames_with_face=0, windows=0, skipped=skipped, **extra)
     return rep
+
+
+def _error_report(row, exc: BaseException) -> dict:
+    return _failure_report(row, f"error while cropping {row['path']}: {type(exc).__name__}: {exc}", _failed=True)
 
 
 def _settle(row, out: Path, rep: dict) -> dict:
@@ -506,9 +510,7 @@ class _Cropper:
                              writer=self.writer)
         except TransientReadError as exc:  # nothing cached: retried on the next run
             out.unlink(missing_ok=True)
-            rep = {k: str(row[k]) for k in _KEY}
-            rep.update(path=str(row["path"]), frames_read=0, frames_with_face=0, windows=0, status=FAILED,
-                       skipped=f"{exc} (not cached: tried again on the next run)")
+            rep = _failure_report(row, f"{exc} (not cached: tried again on the next run)", status=FAILED)
         except Exception as exc:  # noqa: BLE001 - one bad video never stops the others
             rep = _error_report(row, exc)
         return out, rep
