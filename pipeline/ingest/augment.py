@@ -83,10 +83,14 @@ class AugmentedClips(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getattr__(self, name):  # index, labels, ... of the wrapped dataset
-        if name == "clips":
-            raise AttributeError(name)
-        return getattr(self.clips, name)
+    @property
+    def index(self):
+        """The wrapped dataset's window table (pseudo-fakes are labelled per item, not here)."""
+        return self.clips.index
+
+    @property
+    def labels(self):
+        return self.clips.labels
 
     def __getitem__(self, i: int) -> dict:
         item = dict(self.clips[i])
