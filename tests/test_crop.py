@@ -230,8 +230,8 @@ def test_crop_video_real_face(tmp_path, detector, media):
         np.testing.assert_array_equal(f["frame_index"][:].ravel(), np.arange(32))
         assert "masks" not in f
         a = f.attrs
-        assert (a["dataset"], a["method"], a["video_id"], int(a["label"]), a["split"]) == \
-            ("demo", "real", "langer", 0, "train")
+        assert (a["dataset"], a["method"], a["video_id"], int(a["label"])) == ("demo", "real", "langer", 0)
+        assert "split" not in a and "identity" not in a   # the split lives in index.csv: a re-split reuses crops
         assert a["fps"] == pytest.approx(25.0) and a["params_hash"] == cropmod.params_hash(F, cp)
         boxes = f["boxes"][:].reshape(-1, 4)
         lms = f["landmarks"][:]
@@ -533,3 +533,14 @@ def test_too_short_video_is_skipped_before_face_detection(tmp_path, media):
     assert rep["skipped"] == (f"too short: {media['single']} has 24 frames, a window needs clip.frames = 100 "
                               "(checked before face detection)")
     assert rep["frames_read"] == 0
+
+
+def test_row_signature_ignores_the_split_assignment_only():
+    """A re-split, a subset of training people or a held-out family reuses every crop; a changed file does not."""
+    row = {"dataset": "demo", "method": "real", "video_id": "v", "path": "/d/v.mp4", "label": 0, "split": "train",
+           "identity": "p1", "source_id": "v", "mask_path": "", "size_bytes": 100}
+    sig = cropmod.row_signature(row)
+    assert cropmod.row_signature({**row, "split": "test", "identity": "p2", "source_id": "w"}) == sig
+    assert cropmod.row_signature({**row, "size_bytes": 101}) != sig
+    assert cropmod.row_signature({**row, "path": "/d/other.mp4"}) != sig
+    assert cropmod.row_signature({**row, "mask_path": "m.npz"}) != sig
