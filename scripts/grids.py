@@ -298,26 +298,36 @@ def curve_report(exps: dict, out_dir: Path) -> list[str]:
     return lines + ["", "![test AUC against training identities](curve.png)"]
 
 
-def _plot_curve(pts: list[dict], path: Path) -> None:
+def _axes():
+    """A figure (no pyplot state) and its one axes, with the chance line drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
+    ax.axhline(0.5, color="grey", lw=0.5, ls="--")
+    return fig, ax
+
+
+def _save_png(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+
+
+def _plot_curve(pts: list[dict], path: Path) -> None:
+    fig, ax = _axes()
     x = [r["identities"] for r in pts]
     ax.plot(x, [r["auc"] for r in pts], marker="o", label="MRL")
     ax.fill_between(x, [r["auc_ci_low"] for r in pts], [r["auc_ci_high"] for r in pts], alpha=0.2)
     if all(r["baseline_auc"] is not None for r in pts):
         ax.plot(x, [r["baseline_auc"] for r in pts], marker="s", ls=":", label="hand-made features")
-    ax.axhline(0.5, color="grey", lw=0.5, ls="--")
     ax.axhline(0.9, color="green", lw=0.5, ls="--")
     ax.set_xlabel("distinct training identities")
     ax.set_ylabel("test video AUC (95% bootstrap band)")
     ax.set_title("learning curve")
     ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    _save_png(fig, path)
 
 
 def _wide(rows) -> list[dict]:
@@ -339,12 +349,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def _plot(rows, path: Path, title: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(111)
+    fig, ax = _axes()
     for strategy in sorted({r[0] for r in rows}):
         pts = [r for r in rows if r[0] == strategy and r[2] is not None]
         x = [r[1] for r in pts]
@@ -354,10 +359,8 @@ def _plot(rows, path: Path, title: str) -> None:
     ax.set_xlabel("masking rate p")
     ax.set_ylabel("test video AUC (95% bootstrap band)")
     ax.set_title(title)
-    ax.axhline(0.5, color="grey", lw=0.5, ls="--")
     ax.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    _save_png(fig, path)
 
 
 def main(argv=None) -> int:

@@ -585,11 +585,11 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
     return reports
 
 
-def prune(out_dir: str | Path, manifest: pd.DataFrame) -> int:
-    """Delete the per-video files of videos no longer in the manifest (and folders left empty), so the
-    output folder, kept between runs (``persist`` in dvc.yaml), holds exactly what a fresh run writes."""
+def prune(out_dir: str | Path, keep: set[Path]) -> int:
+    """Delete the per-video files not in ``keep`` (videos no longer in the manifest) and folders left
+    empty, so the output folder, kept between runs (``persist`` in dvc.yaml), holds exactly what a fresh
+    run writes."""
     out_dir = Path(out_dir)
-    keep = {output_path(out_dir, row) for _, row in manifest.iterrows()}
     gone = 0
     for p in sorted(out_dir.rglob("*.h5")):
         if p not in keep:
@@ -604,9 +604,8 @@ def prune(out_dir: str | Path, manifest: pd.DataFrame) -> int:
 def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
           extra: Optional[list[dict]] = None) -> tuple[pd.DataFrame, dict]:
     """Build and write ``index.csv`` and ``report.json`` from the per-video files (+ shard reports);
-    per-video files of videos not in ``manifest`` are deleted first (:func:`prune`)."""
+    per-video files of videos not in ``manifest`` are deleted (:func:`prune`)."""
     out_dir = Path(out_dir)
-    prune(out_dir, manifest)
     known: dict[tuple, dict] = {}
     for sp in sorted(out_dir.glob("report.shard-*-of-*.json")):
         try:
@@ -619,10 +618,11 @@ def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
             known[tuple(v[k] for k in _KEY)] = v
     for v in extra or []:
         known[tuple(v[k] for k in _KEY)] = v
-    index_rows, videos = [], []
+    index_rows, videos, outputs = [], [], set()
     for _, row in manifest.iterrows():
         key = tuple(str(row[k]) for k in _KEY)
         out = output_path(out_dir, row)
+        outputs.add(out)
         rep = read_report(out, phash, row_signature(row))
         if rep is None:
             prev = known.get(key)
@@ -639,6 +639,7 @@ def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
             index_rows.append({"dataset": key[0], "method": key[1], "video_id": key[2], "label": int(row["label"]),
                                "split": str(row["split"]), "identity": str(row["identity"]), "file": rel,
                                "window": w})
+    prune(out_dir, outputs)
     index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS)
     report = {"params_hash": phash, "totals": totals(videos), "videos": videos}
     write_text_atomic(out_dir / "index.csv", index.to_csv(index=False))

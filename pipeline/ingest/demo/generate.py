@@ -10,15 +10,13 @@ Layout written into ``out_dir`` (the plain layout of docs/CONTRACTS.md)::
 
 Determinism: every random draw comes from a generator seeded by (seed, a stable hash of the item's
 name), MTCNN and libx264 run single-threaded and the encoder's heap starts filled with a fixed byte
-(:func:`_filled_heap`), so for one seed on one machine/library set every file written, mp4 included,
+(:func:`pipeline.ingest.video.filled_heap`), so for one seed on one machine/library set every file written, mp4 included,
 is byte-identical between runs and whatever ``num_workers`` is (tests/test_demo.py). Sources and
 then output files are processed in ``demo.num_workers`` spawned processes. summary.json records the
 SHA-256 of splits.csv.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import json
 import multiprocessing
@@ -34,6 +32,7 @@ import pandas as pd
 import torch
 
 from ..cropping import resolve_workers
+from ..video import filled_heap
 from . import sources as _sources
 from .manipulations import METHODS, NEEDS_DONOR, manipulate
 from .motion import Clip, load_video, still_clip, still_faces, video_clips
@@ -110,36 +109,11 @@ def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([q(y).ravel(), q(u).ravel(), q(v).ravel()]).reshape(h * 3 // 2, w))
 
 
-_M_PERTURB = -6      # mallopt(3): fill every malloc'd block with a fixed byte
-_PERTURB_BYTE = 0xA5
-
-
-@contextlib.contextmanager
-def _filled_heap():
-    """Make heap memory handed out by glibc's malloc start as a fixed byte pattern while encoding.
-
-    Measured: the libx264 build in the PyAV wheel reads some memory it has not written, so the same
-    frames gave different bitstreams depending on what the process had allocated before (a clip
-    encoded after another one, or in another worker, came out different: 15 of 80 demo files, decoded
-    pixels off by up to 63 levels). With every block filled at allocation (glibc's M_PERTURB, the
-    knob behind ``MALLOC_PERTURB_``), 1 and 2 worker processes write byte-identical files
-    (tests/test_demo.py). Elsewhere than glibc this is a no-op."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        yield
-        return
-    mallopt(_M_PERTURB, _PERTURB_BYTE)
-    try:
-        yield
-    finally:
-        mallopt(_M_PERTURB, 0)
-
-
 def write_video(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
-    """Encode uint8 [F,H,W,3] with libx264 yuv420p (one thread, deterministic: see :func:`_filled_heap`)."""
+    """Encode uint8 [F,H,W,3] with libx264 yuv420p (one thread, deterministic: see
+    :func:`pipeline.ingest.video.filled_heap`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _filled_heap(), av.open(str(path), "w", format="mp4") as c:
+    with filled_heap(), av.open(str(path), "w", format="mp4") as c:
         st = c.add_stream("libx264", rate=int(fps))
         st.width, st.height = frames.shape[2], frames.shape[1]
         st.pix_fmt = "yuv420p"
