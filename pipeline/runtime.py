@@ -1,4 +1,8 @@
-"""Small runtime helpers shared by the stages: seeds, devices, mixed precision, atomic writes."""
+"""Small runtime helpers shared by the stages: seeds, devices, mixed precision, atomic writes.
+
+torch is imported inside the functions that use it: the ``scan`` stage (always run, so on the path of every
+``dvc exp run``) and the light ``mrl`` commands use the writers here, and importing torch costs them 1.5-3 s.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +13,12 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "atomic_path", "publish",
            "atomic_torch_save",
@@ -21,6 +27,8 @@ __all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "ato
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -35,11 +43,15 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
     Derived from (seed, epoch) only, so a run resumed at an epoch boundary draws exactly what an
     uninterrupted run would have drawn."""
+    import torch
+
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -52,6 +64,8 @@ def autocast(device: torch.device):
     """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op on CPU."""
     if device.type != "cuda":
         return contextlib.nullcontext()
+    import torch
+
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
 
@@ -91,6 +105,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    import torch
+
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,10 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PACKAGES = ("pipeline", "graph_models", "feature_cache")
 # imports that may stay inside a function: heavy or optional on purpose, each marked where it happens
 DEFERRED = ("mlflow", "captum", "facenet_pytorch", "torch_geometric_temporal")
+# ... and per module: the shared helpers the always-run `scan` stage imports must not import torch at load
+DEFERRED_IN = {"pipeline.runtime": ("torch",)}
+# the `scan` stage runs at every `dvc repro` / `dvc exp run` (always_changed): it must start in well under a second
+SCAN_MUST_NOT_IMPORT = ("torch", "pandas", "sklearn", "mlflow", "torch_geometric", "h5py")
 
 
 def _modules():
@@ -97,9 +103,16 @@ def test_imports_are_at_the_top_except_the_marked_deferred_ones():
     offenders = []
     for name, f in _modules():
         for mod, top in _imports(f):
-            if not top and not mod.split(".")[0] in DEFERRED and mod != "":
+            if not top and not mod.split(".")[0] in DEFERRED + DEFERRED_IN.get(name, ()) and mod != "":
                 offenders.append(f"{name}: import of {mod} inside a function")
     assert offenders == []
+
+
+def test_the_always_run_scan_stage_imports_no_heavy_library():
+    code = (f"import sys; import pipeline.stages.scan; "
+            f"print(' '.join(m for m in {SCAN_MUST_NOT_IMPORT!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [], f"pipeline.stages.scan imports {out.stdout.strip()}"
 
 
 def test_the_old_flat_stage_modules_are_gone():

@@ -2,7 +2,7 @@
 
 ``python -m pipeline.stages.scan [--params params.yaml]`` reads ``data.datasets`` and writes, per dataset, the
 number of files, their total size and a SHA-256 of their names, sizes, modification times and readability
-(:mod:`pipeline.ingest.datasets.listing`). The stage is ``always_changed`` in ``dvc.yaml``; ``manifest``
+(:mod:`pipeline.ingest.listing`). The stage is ``always_changed`` in ``dvc.yaml``; ``manifest``
 depends on its output, so adding, deleting or replacing a video re-runs ``manifest`` (and what follows from
 a changed manifest), and an unchanged dataset re-runs nothing.
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pipeline.ingest.datasets.listing import dataset_listing
+from pipeline.ingest.listing import dataset_listing
 from pipeline.params import ParamsError, load_params
 from pipeline.paths import LISTING
 from pipeline.runtime import atomic_write
