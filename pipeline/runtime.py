@@ -6,12 +6,15 @@ torch is imported inside the functions that use it: the ``scan`` stage (always r
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import hashlib
 import json
 import os
 import random
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "atomic_path", "publish",
            "atomic_torch_save",
-           "write_json", "write_csv", "params_digest", "epoch_generator", "parse_shard"]
+           "write_json", "write_csv", "params_digest", "epoch_generator", "parse_shard", "exit_now"]
 
 
 def seed_everything(seed: int) -> None:
@@ -148,3 +151,25 @@ def parse_shard(s: str) -> tuple[int, int]:
     if not 1 <= i <= n:
         raise argparse.ArgumentTypeError(f"--shard expects i/n with 1 <= i <= n (e.g. 1/4), got {s!r}")
     return i, n
+
+
+def exit_now(code: Any = 0) -> None:
+    """End a finished stage process at once, without the interpreter's teardown of its modules.
+
+    A stage that imported torch, PyG and MLflow spends 1.5-2.5 s after its last line on that teardown
+    (measured on the 2-core machine: ``evaluate`` 8.5 s to its last line, 11.0 s to its exit), on every
+    stage of every ``dvc repro`` and ``dvc exp run``. Its outputs are complete by then (written atomically
+    and fsync'd), so this runs the ``atexit`` handlers (MLflow ends its runs, ``logging`` flushes,
+    multiprocessing joins its children, h5py closes its files), flushes stdout/stderr and calls
+    :func:`os._exit`. It falls back to a normal :func:`sys.exit` while a non-daemon thread still runs.
+    Only for ``if __name__ == "__main__":`` blocks (an exception there still takes the normal path).
+    """
+    status = 0 if code is None else code
+    if not isinstance(status, int) or any(t.is_alive() and not t.daemon for t in threading.enumerate()
+                                          if t is not threading.main_thread()):
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

@@ -12,7 +12,7 @@ import argparse
 
 from pipeline import paths
 from pipeline.params import load_params
-from pipeline.runtime import write_json
+from pipeline.runtime import exit_now, write_json
 from pipeline.scoring.baseline import crop_features, fit_baseline
 
 STAGE = "baseline"
@@ -32,4 +32,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_now(main())

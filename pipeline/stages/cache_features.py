@@ -15,7 +15,7 @@ import argparse
 from pipeline import paths
 from pipeline.learning import distributed as dist
 from pipeline.params import load_params
-from pipeline.runtime import parse_shard
+from pipeline.runtime import exit_now, parse_shard
 from pipeline.scoring.features import cache_features, merge_shards
 
 OUT = paths.FEATURES
@@ -58,4 +58,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_now(main())

@@ -26,7 +26,7 @@ import torch
 
 from pipeline.ingest.cropping import FAILED, load_manifest, merge, params_hash, process, totals, write_text_atomic
 from pipeline.params import ParamsError, load_params
-from pipeline.runtime import parse_shard
+from pipeline.runtime import exit_now, parse_shard
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -85,4 +85,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from pipeline.ingest.demo.generate import generate_demo
 from pipeline.params import load_params
+from pipeline.runtime import exit_now
 
 __all__ = ["main"]
 
@@ -74,4 +75,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

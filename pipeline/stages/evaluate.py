@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.params import load_params
-from pipeline.runtime import write_csv, write_json
+from pipeline.runtime import exit_now, write_csv, write_json
 from pipeline.scoring.evaluation import evaluate
 from pipeline.scoring.metrics import save_roc_png
 from pipeline.tracking import log_evaluation, start_run
@@ -42,4 +42,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_now(main())

@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.ingest.datasets import build_manifest, write_manifest
 from pipeline.params import load_params
+from pipeline.runtime import exit_now
 
 __all__ = ["summarize", "main"]
 
@@ -40,4 +41,4 @@ def main(argv: Optional[Sequence[str]] = None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    exit_now(main())

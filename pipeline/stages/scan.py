@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 from pipeline.ingest.listing import dataset_listing
 from pipeline.params import ParamsError, load_params
 from pipeline.paths import LISTING
-from pipeline.runtime import atomic_write
+from pipeline.runtime import atomic_write, exit_now
 
 __all__ = ["main"]
 
@@ -43,4 +43,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

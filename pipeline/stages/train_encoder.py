@@ -19,7 +19,7 @@ from pipeline import paths
 from pipeline.learning import distributed as dist
 from pipeline.learning.encoder import best_val_metrics, encoder_payload, train_encoder
 from pipeline.params import load_params
-from pipeline.runtime import atomic_torch_save, write_csv, write_json
+from pipeline.runtime import atomic_torch_save, exit_now, write_csv, write_json
 from pipeline.tracking import log_epoch_metrics, log_final, start_run
 
 STAGE = "train_encoder"
@@ -61,4 +61,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_now(main())

@@ -22,7 +22,7 @@ from pipeline import paths
 from pipeline.learning import distributed as dist
 from pipeline.learning.relation import relation_payload, train_relation
 from pipeline.params import load_params
-from pipeline.runtime import atomic_torch_save, write_csv, write_json
+from pipeline.runtime import atomic_torch_save, exit_now, write_csv, write_json
 from pipeline.tracking import log_epoch_metrics, log_final, start_run
 
 STAGE = "train_relation"
@@ -62,4 +62,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_now(main())
