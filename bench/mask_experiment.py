@@ -8,8 +8,10 @@ or, with --tiny, the tiny params of tests/test_pipeline_e2e.py), runs `dvc repro
 `dvc exp run -S mask.rate=0.6` timed, and prints both, the stages each ran and the ratio (goal >= 20x:
 the experiment re-runs train_relation and evaluate only, never the crops or the encoder). Then, in the
 same workspace, it times the parts of the experiment: Python start-up, the imports of each stage (torch
-and the rest) and of MLflow, each stage run on its own (wall), inside it (cProfile) the MLflow calls and
-the actual work, and DVC's own share (the experiment's time minus the two stage runs).
+and the rest) and of MLflow, the interpreter's teardown after them (which the stages skip, see
+``pipeline.runtime.exit_now``), each stage run on its own (wall), inside it (cProfile) the MLflow calls and
+the actual work, DVC's own share (the experiment's time minus the two stage runs), and the floor: the
+experiment's time with no work and no MLflow at all.
 `--reuse DIR` skips the full repro and times the experiment and its parts in a workspace kept before.
 """
 from __future__ import annotations
@@ -50,17 +52,31 @@ def _median(f, n: int = 3) -> float:
     return statistics.median(f() for _ in range(n))
 
 
+def _seconds_inside(ws: Path, stmt: str, setup: str = "pass") -> float:
+    """Seconds ``stmt`` takes inside a fresh Python process of the workspace, after ``setup`` (start-up and
+    the interpreter's teardown not counted)."""
+    code = f"import time; {setup}; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=ws, env=_env(), check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
+
+
 def parts(ws: Path) -> list[tuple[str, float]]:
     """(part, seconds) of a mask experiment, measured piece by piece in the workspace."""
     out = []
     start = _median(lambda: _python(ws, "-c", "pass"))
     out.append(("Python start-up (x2 stages)", 2 * start))
-    torch_imp = _median(lambda: _python(ws, "-c", "import torch")) - start
+    torch_imp = _median(lambda: _seconds_inside(ws, "import torch"))
     out.append(("import torch (x2 stages)", 2 * torch_imp))
     for stage in STAGES:
-        imp = _median(lambda: _python(ws, "-c", f"import pipeline.stages.{stage}")) - start - torch_imp
+        imp = _median(lambda: _seconds_inside(ws, f"import pipeline.stages.{stage}")) - torch_imp
         out.append((f"{stage}: other imports (pandas, sklearn, PyG, ...)", imp))
-    out.append(("import mlflow (x2 stages)", 2 * (_median(lambda: _python(ws, "-c", "import mlflow")) - start)))
+        out.append((f"{stage}: import mlflow, its store client and mlflow.pytorch", _median(lambda: _seconds_inside(
+            ws, "import mlflow, mlflow.pytorch; from mlflow.tracking import MlflowClient",
+            setup=f"import pipeline.stages.{stage}"))))
+        teardown = _median(lambda: _python(ws, "-W", "ignore", "-c", f"import pipeline.stages.{stage}")) - start \
+            - imp - torch_imp
+        out.append((f"{stage}: interpreter teardown after these imports (skipped by exit_now)", teardown))
     walls = {}
     for stage in STAGES:
         walls[stage] = _python(ws, "-m", "pipeline.stages." + stage)
@@ -77,6 +93,14 @@ def parts(ws: Path) -> list[tuple[str, float]]:
         os.remove(prof)
     out += [(f"{stage}: whole stage run alone (wall)", walls[stage]) for stage in STAGES]
     return out
+
+
+def floor(measured: list[tuple[str, float]], dvc_own: float) -> float:
+    """The experiment's fixed floor with no work and no MLflow at all: DVC's own work (with ``scan``), and
+    for each of the two stages Python's start-up and its imports (torch, PyG, pandas, scikit-learn)."""
+    d = dict(measured)
+    return dvc_own + d["Python start-up (x2 stages)"] + d["import torch (x2 stages)"] + sum(
+        d[f"{stage}: other imports (pandas, sklearn, PyG, ...)"] for stage in STAGES)
 
 
 def tiny_params() -> dict:
@@ -120,7 +144,10 @@ def main(argv=None) -> int:
             for part, sec in measured:
                 print(f"  {part:62s} {sec:6.2f} s")
             walls = sum(sec for part, sec in measured if part.endswith("(wall)"))
-            print(f"  {'DVC own work (experiment minus the two stage runs)':62s} {t_exp - walls:6.2f} s")
+            print(f"  {'DVC own work, scan included (experiment minus the two stage runs)':62s} {t_exp - walls:6.2f} s")
+            low = floor(measured, t_exp - walls)
+            print(f"floor with no work and no MLflow (DVC + start-up + imports of both stages): {low:.1f} s"
+                  + (f", i.e. at most {t_full / low:.1f}x" if t_full is not None else ""))
     finally:
         if not (args.keep or args.reuse):
             shutil.rmtree(root, ignore_errors=True)

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
@@ -153,7 +153,7 @@ def parse_shard(s: str) -> tuple[int, int]:
     return i, n
 
 
-def exit_now(code: Any = 0) -> None:
+def exit_now(code: Optional[int] = 0) -> None:
     """End a finished stage process at once, without the interpreter's teardown of its modules.
 
     A stage that imported torch, PyG and MLflow spends 1.5-2.5 s after its last line on that teardown
@@ -164,8 +164,10 @@ def exit_now(code: Any = 0) -> None:
     :func:`os._exit`. It falls back to a normal :func:`sys.exit` while a non-daemon thread still runs.
     Only for ``if __name__ == "__main__":`` blocks (an exception there still takes the normal path).
     """
+    if code is not None and not isinstance(code, int):
+        raise TypeError(f"exit_now takes an exit status (int or None), got {type(code).__name__}")
     status = 0 if code is None else code
-    if not isinstance(status, int) or any(t.is_alive() and not t.daemon for t in threading.enumerate()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
                                           if t is not threading.main_thread()):
         sys.exit(status)
     atexit._run_exitfuncs()

@@ -68,3 +68,4 @@ def test_gpu_check_cpu_smoke_writes_one_table(tmp_path):
 def test_mask_experiment_tiny():
     out = _run(sys.executable, "bench/mask_experiment.py", "--tiny", timeout=900)
     assert "dvc exp run -S mask.rate=0.6" in out and "ratio" in out
+    assert "interpreter teardown" in out and "floor with no work and no MLflow" in out and "at most" in out

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,3 +62,10 @@ def test_every_stage_module_ends_with_exit_now():
         if f.name == "__init__.py":
             continue
         assert f.read_text().rstrip().endswith('if __name__ == "__main__":\n    exit_now(main())'), f.name
+
+
+def test_exit_now_refuses_a_value_that_is_not_an_exit_status():
+    from pipeline.runtime import exit_now
+
+    with pytest.raises(TypeError, match="exit status"):
+        exit_now("a DataFrame, say")

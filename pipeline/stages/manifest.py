@@ -27,8 +27,8 @@ def summarize(df: pd.DataFrame) -> str:
     return f"{len(df)} videos: " + ", ".join(parts)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Build and write the manifest described by the params file; returns it."""
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Build and write the manifest described by the params file."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     args = ap.parse_args(argv)
@@ -37,7 +37,6 @@ def main(argv: Optional[Sequence[str]] = None) -> pd.DataFrame:
                         params.data.train_identities)
     write_manifest(df, params.data.manifest)
     print(f"manifest: {params.data.manifest}: {summarize(df)}")
-    return df
 
 
 if __name__ == "__main__":
