@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import pstats
+import re
 import shutil
 import statistics
 import subprocess
@@ -46,6 +47,28 @@ def _python(ws: Path, *args: str) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, *args], cwd=ws, env=_env(), check=True, capture_output=True, text=True)
     return time.perf_counter() - t
+
+
+def timeline(ws: Path, *args: str) -> tuple[float, dict[str, float], str]:
+    """Run ``dvc ARGS`` and time it from its own output, line by line: (total seconds, seconds of each stage
+    from its ``> cmd`` line to DVC's next line about the lock file, i.e. the stage process and DVC's commit
+    of its outputs, the output). DVC's own share is the total minus the stages: all from this one run."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=ws, env=_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, stage_s, current = [], {}, None
+    for line in proc.stdout:
+        now = time.perf_counter() - t0
+        lines.append(line)
+        m = re.match(r"Running stage '([^']+)'", line)
+        if m:
+            current = (m.group(1), now)
+        elif current and line.startswith(("Updating lock file", "Generating lock file")):
+            stage_s[current[0]] = now - current[1]
+            current = None
+    if proc.wait() != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{''.join(lines)[-6000:]}")
+    return time.perf_counter() - t0, stage_s, "".join(lines)
 
 
 def _median(f, n: int = 3) -> float:
@@ -81,7 +104,10 @@ def parts(ws: Path) -> list[tuple[str, float]]:
     for stage in STAGES:
         walls[stage] = _python(ws, "-m", "pipeline.stages." + stage)
         prof = ws / f"{stage}.prof"
-        _python(ws, "-m", "cProfile", "-o", str(prof), "-m", "pipeline.stages." + stage)
+        # main() under cProfile.run (the module's __main__ block would end the process before the profile is
+        # written: pipeline.runtime.exit_now)
+        _python(ws, "-c", f"import cProfile; from pipeline.stages import {stage}; "
+                          f"cProfile.run('{stage}.main([])', {str(prof)!r})")
         stats = pstats.Stats(str(prof)).stats
         seen: dict = {}
         for (file, _, func), (_, _, _, cum, _) in stats.items():
@@ -96,7 +122,7 @@ def parts(ws: Path) -> list[tuple[str, float]]:
 
 
 def floor(measured: list[tuple[str, float]], dvc_own: float) -> float:
-    """The experiment's fixed floor with no work and no MLflow at all: DVC's own work (with ``scan``), and
+    """The experiment's fixed floor with no work and no MLflow at all: DVC's own work (and ``scan``), and
     for each of the two stages Python's start-up and its imports (torch, PyG, pandas, scikit-learn)."""
     d = dict(measured)
     return dvc_own + d["Python start-up (x2 stages)"] + d["import torch (x2 stages)"] + sum(
@@ -117,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="the params' device (default: params.yaml's, auto)")
     ap.add_argument("--reuse", default=None, help="a workspace kept by --keep: time the experiment only")
     ap.add_argument("--no-parts", action="store_true", help="skip timing the parts")
+    ap.add_argument("--full-seconds", type=float, default=None,
+                    help="with --reuse: the full repro's seconds measured before (for the ratio)")
     args = ap.parse_args(argv)
     root = Path(args.keep or args.reuse or tempfile.mkdtemp(prefix="mrl-bench-exp-"))
     try:
@@ -129,13 +157,16 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             full_stages = stages_run(run_dvc(ws, "repro").stdout)
             t_full = time.perf_counter() - t
-        t = time.perf_counter()
-        exp = run_dvc(ws, "exp", "run", "-S", f"mask.rate={args.rate}")
-        t_exp = time.perf_counter() - t
+        t_exp, stage_s, out = timeline(ws, "exp", "run", "-S", f"mask.rate={args.rate}")
+        t_full = t_full if t_full is not None else args.full_seconds
         print(f"params: {'tiny (tests/test_pipeline_e2e.py)' if args.tiny else 'default params.yaml'}")
         if t_full is not None:
-            print(f"dvc repro                      {t_full:8.1f} s  stages: {', '.join(full_stages)}")
-        print(f"dvc exp run -S mask.rate={args.rate}  {t_exp:8.1f} s  stages: {', '.join(stages_run(exp.stdout))}")
+            print(f"dvc repro                      {t_full:8.1f} s  stages: {', '.join(full_stages) or '(given)'}")
+        print(f"dvc exp run -S mask.rate={args.rate}  {t_exp:8.1f} s  stages: {', '.join(stages_run(out))}")
+        for stage, sec in stage_s.items():
+            print(f"  {stage:28s} {sec:6.2f} s  (stage process + DVC's commit of its outputs, in this run)")
+        dvc_own = t_exp - sum(stage_s.values())
+        print(f"  {'DVC own work (the rest of this run)':28s} {dvc_own:6.2f} s")
         if t_full is not None:
             ratio = t_full / t_exp
             print(f"ratio {ratio:.1f}x (goal >= 20x: {'OK' if ratio >= 20 else 'MISSED'})")
@@ -143,10 +174,8 @@ def main(argv=None) -> int:
             measured = parts(ws)
             for part, sec in measured:
                 print(f"  {part:62s} {sec:6.2f} s")
-            walls = sum(sec for part, sec in measured if part.endswith("(wall)"))
-            print(f"  {'DVC own work, scan included (experiment minus the two stage runs)':62s} {t_exp - walls:6.2f} s")
-            low = floor(measured, t_exp - walls)
-            print(f"floor with no work and no MLflow (DVC + start-up + imports of both stages): {low:.1f} s"
+            low = floor(measured, dvc_own + stage_s.get("scan", 0.0))
+            print(f"floor with no work and no MLflow (DVC + scan + start-up and imports of both stages): {low:.1f} s"
                   + (f", i.e. at most {t_full / low:.1f}x" if t_full is not None else ""))
     finally:
         if not (args.keep or args.reuse):
