@@ -211,8 +211,8 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {name}: {len(exps)} experiments", ""]
     if name == "lofo":
-        lines += ["| held-out family | its test AUC (unseen) | videos | overall test AUC [95% CI] | baseline test AUC |",
-                  "|---|---|---|---|---|"]
+        lines += ["| held-out family | its test AUC (unseen) [95% CI] | videos (fake + real) | overall test AUC [95% CI] "
+                  "| baseline, same family |", "|---|---|---|---|---|"]
         for exp in sorted(exps):
             data = exps[exp]
             held = _params(data).get("data", {}).get("holdout_methods", ["?"])[0]
@@ -220,7 +220,9 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None)
             m = _by_method(ev.get("per_method") or {}, held)
             t = ev.get("test", {})
             base = _by_method(_metric(data, "metrics/baseline.json").get("test_per_method") or {}, held)
-            lines.append(f"| {held} | {fmt(m.get('auc'))} | {m.get('n', 'n/a')} | {fmt(t.get('auc'))} "
+            low, high = m.get("auc_ci") or (None, None)  # older experiments have no per-family interval
+            size = f"{m['n_pos']} + {m['n_neg']}" if "n_pos" in m else m.get("n", "n/a")
+            lines.append(f"| {held} | {fmt(m.get('auc'))} [{fmt(low)}, {fmt(high)}] | {size} | {fmt(t.get('auc'))} "
                          f"[{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] | {fmt(base)} |")
     elif name == "ablation":
         order = {f"ablation-{short}": (i, what) for i, (short, what, _) in enumerate(ABLATIONS)}

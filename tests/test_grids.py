@@ -112,6 +112,22 @@ def test_ablation_report_lists_each_finished_ablation_in_grid_order_with_its_int
     assert (tmp_path / "ablation_auc.csv").read_text().splitlines()[1].startswith("full,0.78,")
 
 
+def test_lofo_report_gives_the_unseen_familys_auc_with_its_interval_and_counts(tmp_path):
+    def data(held, per_method):
+        ev = {"test": {"auc": 0.6, "auc_ci_low": 0.45, "auc_ci_high": 0.75}, "per_method": per_method}
+        return {"params": {"params.yaml": {"data": {"data": {"holdout_methods": [held]}}}},
+                "metrics": {"metrics/evaluate.json": {"data": ev},
+                            "metrics/baseline.json": {"data": {"test_per_method": {"demo/sbi": 0.7, "demo/faceswap": 0.4}}}}}
+
+    new = {"demo/sbi": {"auc": 0.55, "auc_ci": [0.31, 0.79], "n": 35, "n_pos": 7, "n_neg": 28},
+           "demo/faceswap": {"auc": 0.9, "auc_ci": [0.8, 1.0], "n": 35, "n_pos": 7, "n_neg": 28}}
+    old = {"demo/faceswap": {"auc": 0.333, "n": 15}}  # an experiment from before per-family intervals
+    md = grids.report("lofo", tmp_path, {"lofo-sbi": data("sbi", new), "lofo-faceswap": data("faceswap", old)})
+    rows = {ln.split(" | ")[0][2:]: ln for ln in md.read_text().splitlines() if ln.startswith("| ") and "---" not in ln}
+    assert rows["sbi"] == "| sbi | 0.550 [0.310, 0.790] | 7 + 28 | 0.600 [0.450, 0.750] | 0.700 |"
+    assert rows["faceswap"] == "| faceswap | 0.333 [n/a, n/a] | 15 | 0.600 [0.450, 0.750] | 0.400 |"
+
+
 def test_log_fit_recovers_a_known_curve_and_its_crossing():
     a, b = grids.log_fit([2, 4, 8, 16], [0.5 + 0.1 * __import__("math").log(k) for k in (2, 4, 8, 16)])
     assert abs(a - 0.5) < 1e-9 and abs(b - 0.1) < 1e-9

@@ -59,6 +59,8 @@ def test_full_repro_runs_every_stage_and_writes_metrics(pipeline_run):
     assert test["auc_ci_low"] <= test["auc"] <= test["auc_ci_high"]
     assert "demo" in m["per_dataset"]
     assert any(k.startswith("demo/") for k in m["per_method"])
+    for name, fam in m["per_method"].items():  # each family's AUC comes with its bootstrap interval
+        assert fam["auc_ci"][0] <= fam["auc"] <= fam["auc_ci"][1], name
     assert (ws / "plots/roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     roc = json.loads((ws / "plots/roc.json").read_text())["roc"]
     assert roc and {"fpr", "tpr"} <= set(roc[0])

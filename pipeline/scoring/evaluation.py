@@ -90,8 +90,8 @@ def evaluate(p: Params, features: Path, relation_path: Path, encoder_path: Path,
     overall.update(auc_ci_low=lo, auc_ci_high=hi, ci=p.evaluate.ci, threshold=float(threshold),
                    windows=int(len(windows)))
     result = {"test": overall,
-              "per_dataset": breakdown(vids, "dataset", threshold),
-              "per_method": breakdown(vids, "method", threshold),
+              "per_dataset": breakdown(vids, "dataset", threshold, p.evaluate.bootstrap, p.evaluate.ci, p.seed),
+              "per_method": breakdown(vids, "method", threshold, p.evaluate.bootstrap, p.evaluate.ci, p.seed),
               "localisation": localisation(relation, device, encoder_path, crop_dir)}
     result["targets"] = check_targets(result["test"], result["per_method"])
     curves = {"test (all)": (y, s)}
