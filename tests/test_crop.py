@@ -1,6 +1,8 @@
 """crop stage: real MTCNN on short pieces of real videos (pipeline.ingest.demo.sources), plus unit tests on hand-made numbers."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import time
@@ -310,18 +312,26 @@ def test_stage_resumes_after_interruption(stage_run):
     target = out / "demo/real/single.h5"
     keep = out / "demo/real/langer.h5"
     mt_keep = keep.stat().st_mtime_ns
+    before = _folder_digest(out)
     target.unlink()
     (target.parent / ".single.h5.tmpXYZ").write_bytes(b"half-written")   # a killed run's temp file
     time.sleep(0.01)
     assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 0
-    report = json.loads((out / "report.json").read_text())
-    status = {(r["method"], r["video_id"]): r["status"] for r in report["videos"]}
+    run = json.loads(cropmod.run_record_path(out).read_text())
+    status = {(r["method"], r["video_id"]): r["status"] for r in run["videos"]}
     assert status[("real", "single")] == "computed"
     assert all(s == "cached" for k, s in status.items() if k != ("real", "single"))
     assert keep.stat().st_mtime_ns == mt_keep and target.exists()
     assert not (target.parent / ".single.h5.tmpXYZ").exists()
     # a changed manifest row (size) or param re-runs that video only
-    assert report["totals"]["computed"] == 1
+    assert run["totals"]["computed"] == 1
+    # the output folder (DVC's hash of it) does not record the run: recomputed and cached, it is the same bytes
+    assert _folder_digest(out) == before
+
+
+def _folder_digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_shards_plus_merge_equal_single_run(stage_run):
@@ -375,7 +385,8 @@ def test_worker_processes_give_the_same_crops_as_one_process(stage_run):
     assert crop_stage.main(["--params", str(pfile2), "--no-progress"]) == 0
     _same_outputs(tmp / "crops", par / "crops", box_atol=1e-3)
     report = json.loads((par / "crops/report.json").read_text())
-    assert report["totals"]["computed"] == len(rows) and report["totals"]["skipped"] == 4
+    assert json.loads(cropmod.run_record_path(par / "crops").read_text())["totals"]["computed"] == len(rows)
+    assert report["totals"]["skipped"] == 4
     # num_workers is not part of the crop hash: the outputs of one setting are reused by the other
     assert cropmod.params_hash(F, parse_params({"crop": {"num_workers": 2}}).crop) == \
         cropmod.params_hash(F, parse_params({"crop": {"num_workers": 1}}).crop)
@@ -516,8 +527,9 @@ def test_unreadable_video_is_not_cached_and_is_retried_when_readable(tmp_path, m
     assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 0
     report = json.loads((tmp_path / "crops/report.json").read_text())
     v = {r["video_id"]: r for r in report["videos"]}
-    assert v["single"]["status"] == "computed" and v["single"]["windows"] == 3 and v["single"]["skipped"] is None
-    assert v["langer"]["status"] == "cached"
+    assert v["single"]["windows"] == 3 and v["single"]["skipped"] is None
+    run = {r["video_id"]: r for r in json.loads(cropmod.run_record_path(tmp_path / "crops").read_text())["videos"]}
+    assert run["single"]["status"] == "computed" and run["langer"]["status"] == "cached"
 
 
 def test_too_short_video_is_skipped_before_face_detection(tmp_path, media):

@@ -17,6 +17,11 @@ before any face detection.
 The stage's ``--shard i/n`` processes the videos at positions ``i-1 (mod n)`` of the sorted manifest and writes
 ``report.shard-i-of-n.json``; ``--merge`` (and a run without ``--shard``) builds ``index.csv`` and
 ``report.json`` from the per-video files. The stage fails only when no window at all is left.
+
+Everything inside ``crop.out_dir`` is a function of the videos and the params (the per-video files, ``index.csv``,
+``report.json``), so a re-run that recomputes or reuses crops leaves the folder's DVC hash unchanged and the
+stages after it are not re-run. What a run did (each video computed, cached or failed, and its seconds) goes
+to ``<out_dir>.run.json`` beside the folder (:data:`RUN_FIELDS`; :func:`run_record_path`), outside DVC.
 """
 from __future__ import annotations
 
@@ -56,9 +61,13 @@ from pipeline.runtime import atomic_write, publish
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST_COLUMNS", "INDEX_COLUMNS", "params_hash", "row_signature", "output_path",
            "select_windows", "crop_video", "read_report", "process", "resolve_workers", "prefetch", "merge",
-           "load_manifest", "totals", "write_text_atomic", "TransientReadError", "FAILED"]
+           "load_manifest", "totals", "write_text_atomic", "TransientReadError", "FAILED", "RUN_FIELDS",
+           "run_record_path"]
 
 SCHEMA_VERSION = 1
+#: the fields of a video's report that describe a run, not its crops: kept out of the crop files and out of
+#: ``report.json`` (they would change the output's hash at every run), written to :func:`run_record_path`
+RUN_FIELDS = ("status", "seconds")
 INDEX_COLUMNS = ["dataset", "method", "video_id", "label", "split", "identity", "file", "window"]
 _KEY = list(VIDEO_KEY_COLUMNS)
 # fields of CropParams that do not change the crops (not part of the hash)
@@ -301,7 +310,8 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
                  "source": path, "fps": float(rep["fps"]),
                  "params_hash": phash, "row": row_signature(r), "schema_version": SCHEMA_VERSION,
                  "clip_frames": F, "image_size": S, "params": json.dumps(cp.model_dump(mode="json"), sort_keys=True),
-                 "skipped": rep["skipped"] or "", "report": json.dumps(rep, sort_keys=True)}
+                 "skipped": rep["skipped"] or "",
+                 "report": json.dumps({k: v for k, v in rep.items() if k not in RUN_FIELDS}, sort_keys=True)}
         args = (out_path, attrs, clips, lms_out, boxes_out, fidx_out, masks_out, S, F, cp.compression)
         if writer is None:
             _write_h5(*args)
@@ -435,6 +445,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
         f.write(text)
+
+
+_RUN_TOTALS = ("computed", "cached")  # totals of the run (in run_record_path), not of the crops
 
 
 def totals(videos: list[dict]) -> dict:
@@ -643,5 +656,19 @@ def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
     index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS)
     report = {"params_hash": phash, "totals": totals(videos), "videos": videos}
     write_text_atomic(out_dir / "index.csv", index.to_csv(index=False))
-    write_text_atomic(out_dir / "report.json", json.dumps(report, indent=1, sort_keys=True))
+    content = {"params_hash": phash, "totals": {k: v for k, v in report["totals"].items() if k not in _RUN_TOTALS},
+               "videos": [{k: v for k, v in rep.items() if k not in RUN_FIELDS} for rep in videos]}
+    write_text_atomic(out_dir / "report.json", json.dumps(content, indent=1, sort_keys=True))
+    run = {"params_hash": phash, "totals": {k: report["totals"][k] for k in _RUN_TOTALS},
+           "seconds": round(sum(float(v.get("seconds") or 0.0) for v in videos if v.get("status") == "computed"), 3),
+           "videos": [{**{k: rep[k] for k in _KEY}, **{k: rep.get(k) for k in RUN_FIELDS}} for rep in videos]}
+    write_text_atomic(run_record_path(out_dir), json.dumps(run, indent=1, sort_keys=True))
     return index, report
+
+
+def run_record_path(out_dir: str | Path) -> Path:
+    """``<out_dir>.run.json``: what the last run of the crop stage did to each video (``status``: computed,
+    cached, failed or missing; ``seconds`` of the computed ones). Beside the output folder, not in it: not
+    part of the DVC output, which depends on the videos and params only."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.run.json"

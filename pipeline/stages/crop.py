@@ -7,7 +7,8 @@ A video the system cannot read now (permissions, I/O) is not cached: the stage c
 fails naming it, so the next ``dvc repro`` runs the stage again and tries it again. ``data/crops`` is a
 ``persist`` output in dvc.yaml, so DVC keeps it between runs and a re-run (a new video, a subset of the
 training identities, a held-out family) crops only what is new; files of videos that left the manifest
-are deleted, so the folder always equals a fresh run's.
+are deleted, so the folder always equals a fresh run's, byte for byte: what this run did (each video
+computed, cached or failed, and its seconds) is written beside it, to ``data/crops.run.json``.
 The work is :mod:`pipeline.ingest.cropping`.
 
     python -m pipeline.stages.crop [--params params.yaml]
