@@ -186,6 +186,21 @@ def _metric(data: dict, file: str) -> dict:
     return ((data.get("metrics") or {}).get(file) or {}).get("data") or {}
 
 
+def _committed(data: dict, file: str) -> dict:
+    """``file`` as the experiment committed it (``git show <rev>:<file>``): ``dvc exp show`` drops the
+    values of a metrics file that are not numbers (e.g. a family's ``auc_ci`` pair). Falls back to
+    :func:`_metric` without a revision or when git cannot give the file."""
+    rev = data.get("rev")
+    if rev:
+        res = subprocess.run(["git", "show", f"{rev}:{file}"], capture_output=True, text=True)
+        if res.returncode == 0:
+            try:
+                return json.loads(res.stdout)
+            except json.JSONDecodeError:
+                pass
+    return _metric(data, file)
+
+
 def _params(data: dict) -> dict:
     return ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
 
@@ -216,7 +231,7 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None)
         for exp in sorted(exps):
             data = exps[exp]
             held = _params(data).get("data", {}).get("holdout_methods", ["?"])[0]
-            ev = _metric(data, "metrics/evaluate.json")
+            ev = _committed(data, "metrics/evaluate.json")
             m = _by_method(ev.get("per_method") or {}, held)
             t = ev.get("test", {})
             base = _by_method(_metric(data, "metrics/baseline.json").get("test_per_method") or {}, held)

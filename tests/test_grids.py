@@ -128,6 +128,25 @@ def test_lofo_report_gives_the_unseen_familys_auc_with_its_interval_and_counts(t
     assert rows["faceswap"] == "| faceswap | 0.333 [n/a, n/a] | 15 | 0.600 [0.450, 0.750] | 0.400 |"
 
 
+def test_committed_metrics_keep_what_dvc_exp_show_drops(tmp_path, monkeypatch):
+    """`dvc exp show --json` keeps only the numbers of a metrics file; the report reads the committed file."""
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    full = {"per_method": {"demo/sbi": {"auc": 0.55, "auc_ci": [0.31, 0.79]}}}
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/evaluate.json").write_text(json.dumps(full))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([*git, "add", "metrics"], check=True)
+    subprocess.run([*git, "commit", "-qm", "exp"], check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    shown = {"metrics": {"metrics/evaluate.json": {"data": {"per_method": {"demo/sbi": {"auc": 0.55}}}}}}
+    assert grids._committed({**shown, "rev": rev}, "metrics/evaluate.json") == full
+    assert grids._committed(shown, "metrics/evaluate.json") == {"per_method": {"demo/sbi": {"auc": 0.55}}}
+    assert grids._committed({**shown, "rev": "0" * 40}, "metrics/evaluate.json")["per_method"]["demo/sbi"] == {"auc": 0.55}
+
+
 def test_log_fit_recovers_a_known_curve_and_its_crossing():
     a, b = grids.log_fit([2, 4, 8, 16], [0.5 + 0.1 * __import__("math").log(k) for k in (2, 4, 8, 16)])
     assert abs(a - 0.5) < 1e-9 and abs(b - 0.1) < 1e-9
