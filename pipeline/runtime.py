@@ -167,8 +167,8 @@ def exit_now(code: Optional[int] = 0) -> None:
     if code is not None and not isinstance(code, int):
         raise TypeError(f"exit_now takes an exit status (int or None), got {type(code).__name__}")
     status = 0 if code is None else code
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-                                          if t is not threading.main_thread()):
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    if any(t.is_alive() and not t.daemon for t in others):
         sys.exit(status)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
