@@ -102,6 +102,29 @@ def test_gradcam_shapes_range_and_overlay():
     assert overlay(frame, np.ones((8, 8))).size == (32, 32)      # heat resized to the frame
 
 
+def test_gradcam_of_the_image_based_variant_maps_each_frame_to_its_place():
+    """resnet18_2d sees frames one by one (Grad-CAM [B*T*D, 1, h, w]): with one image repeated inside each
+    snippet, different images across snippets and windows, and STA off (vertices average all positions, so
+    every frame of a snippet gets the same gradient), the D maps of a snippet must be equal."""
+    from graph_models import MRLModel, build_encoder, build_relation
+    from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
+
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderParams(backbone="resnet18_2d", heads=4, pretrained=None, sta=False),
+                        ClipParams(frames=8, snippet_length=4))
+    model = MRLModel(enc, build_relation(enc.out_dim, 4, RelationParams(hidden=8, mlp_hidden=8), MaskParams())).eval()
+    images = torch.rand(2, 2, 3, 64, 64)                               # [window, snippet, 3, S, S]
+    x = images[:, :, :, None].expand(2, 2, 3, 4, 64, 64).permute(0, 2, 1, 3, 4, 5).reshape(2, 3, 8, 64, 64)
+    h = gradcam_windows(model, x)
+    assert h.shape == (2, 2, 64, 64) and h.min() >= 0 and h.max() <= 1
+    hf = gradcam_windows(model, x, per="frame").reshape(2, 2, 4, 64, 64)
+    assert hf.shape == (2, 2, 4, 64, 64) and hf.flatten(2).amax(-1).gt(0).any()
+    for b in range(2):
+        for t in range(2):
+            for d in range(1, 4):
+                torch.testing.assert_close(hf[b, t, d], hf[b, t, 0], atol=1e-5, rtol=0)
+
+
 def test_localisation_metrics_over_a_crop_split(tmp_path):
     S, F = 32, 8
     rng = np.random.default_rng(0)
