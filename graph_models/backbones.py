@@ -1,6 +1,7 @@
 """Backbones: a clip ``[B, 3, D, H, W]`` (already normalised) -> feature maps ``F_0 [B, C, d, h, w]``.
 
-Every backbone exposes ``out_channels`` (C), ``feature_layer`` (its last block, for Grad-CAM),
+Every backbone exposes ``out_channels`` (C), ``feature_layer`` (the module whose output is ``F_0``, laid out
+``[B, C, d, h, w]``: where Grad-CAM hooks),
 and ``mean``/``std`` (the fixed input normalisation of its pretraining data, applied by
 :class:`graph_models.mrl.Encoder`).
 
@@ -154,6 +155,13 @@ class Small3DBackbone(nn.Module):
         return self.layer2(self.layer1(self.stem(x)))
 
 
+class FramesAsClip(nn.Module):
+    """Per-frame maps ``[B*D, C, h, w]`` -> ``[B, C, D, h, w]``, the layout of the 3D backbones' ``F_0``."""
+
+    def forward(self, f: Tensor, frames: int) -> Tensor:
+        return f.reshape(-1, frames, *f.shape[1:]).transpose(1, 2)
+
+
 class ResNet2DBackbone(nn.Module):
     """ResNet-18 trunk (conv1..layer4) per frame: ``[B, 3, D, H, W] -> [B, 512, D, H/32, W/32]``.
     ImageNet weights are loaded when torchvision's file is in the hub cache (``'auto'``)."""
@@ -167,16 +175,16 @@ class ResNet2DBackbone(nn.Module):
         self.weights_path = load_pretrained(net, pretrained, "resnet18_2d")
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.as_clip = FramesAsClip()  # no parameters: checkpoints are unchanged
 
     @property
     def feature_layer(self) -> nn.Module:
-        return self.layer4
+        return self.as_clip
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, d, h, w = x.shape
         frames = x.transpose(1, 2).reshape(b * d, c, h, w)
-        f = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(frames)))))
-        return f.reshape(b, d, *f.shape[1:]).transpose(1, 2)
+        return self.as_clip(self.layer4(self.layer3(self.layer2(self.layer1(self.stem(frames))))), d)
 
 
 def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 16) -> nn.Module:

@@ -103,7 +103,7 @@ def test_gradcam_shapes_range_and_overlay():
 
 
 def test_gradcam_of_the_image_based_variant_maps_each_frame_to_its_place():
-    """resnet18_2d sees frames one by one (Grad-CAM [B*T*D, 1, h, w]): with one image repeated inside each
+    """resnet18_2d sees frames one by one (its FramesAsClip lays them out as [B, C, D, h, w]): with one image repeated inside each
     snippet, different images across snippets and windows, and STA off (vertices average all positions, so
     every frame of a snippet gets the same gradient), the D maps of a snippet must be equal."""
     from graph_models import MRLModel, build_encoder, build_relation

@@ -62,8 +62,6 @@ def gradcam_windows(model, x: torch.Tensor, per: str = "snippet") -> torch.Tenso
     with torch.enable_grad():
         a = cam.attribute(x.float(), target=0, relu_attributions=True)  # [B*T, 1, d, h, w]
     a = a.detach().float()
-    if a.dim() == 4 and a.size(0) == B * T * D:  # a 2D backbone (resnet18_2d): one map per frame, [B*T*D, 1, h, w]
-        a = a.reshape(B * T, D, *a.shape[1:]).transpose(1, 2)  # -> [B*T, 1, D, h, w], frames in order
     if a.dim() != 5 or a.size(0) != B * T:
         raise RuntimeError(f"unexpected Grad-CAM shape {tuple(a.shape)} for {B} windows of {T} snippets")
     if per == "snippet":
