@@ -256,6 +256,9 @@ class TrainEncoderParams(OptimParams):
     augment: bool = Field(False, description="colour, crop jitter, blur, JPEG re-compression, drawn once per window")
     pseudo_fake_prob: float = Field(
         0.0, ge=0.0, le=1.0, description="share of real training windows replaced by self-blended pseudo-fakes (SBI)")
+    sampling: Literal["shuffle", "paired"] = Field(
+        "shuffle", description="order of the training windows: shuffled, or each fake next to a real window "
+                               "of the same person (pipeline.ingest.clips.PairedShuffle)")
     mask: MaskParams = Field(default_factory=MaskParams)
     relation: RelationParams = Field(default_factory=RelationParams)
 

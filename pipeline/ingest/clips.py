@@ -18,7 +18,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from pipeline.learning import distributed as dist
 
-__all__ = ["ClipDataset", "EpochShuffle", "clip_to_tensor", "clip_batch_to_input", "window_loader"]
+__all__ = ["ClipDataset", "EpochShuffle", "PairedShuffle", "clip_to_tensor", "clip_batch_to_input", "window_loader"]
 
 
 def clip_to_tensor(clip) -> torch.Tensor:
@@ -142,6 +142,38 @@ class EpochShuffle(Sampler[int]):
         return iter(list(RandomSampler(range(self.n), generator=self.gen)))
 
 
+class PairedShuffle(EpochShuffle):
+    """A random order in which every fake window comes right after a real window of the same person.
+
+    Within each identity the real and the fake windows are shuffled and zipped into (real, fake) pairs;
+    the pairs and the windows left over (an identity with more reals than fakes, say) are then shuffled
+    as units, so an even batch holds whole pairs. A batch then shows the model the same face with and
+    without a manipulation, and the identity alone no longer tells them apart: the gradient has to come
+    from the manipulation. Everything is drawn from the epoch generator when the epoch starts, as in
+    :class:`EpochShuffle`. ``index``: the dataset's index (columns ``identity`` and ``label``)."""
+
+    def __init__(self, index: pd.DataFrame):
+        missing = {"identity", "label"} - set(index.columns)
+        if missing:
+            raise ValueError(f"PairedShuffle needs the crop index columns {sorted(missing)}")
+        super().__init__(len(index))
+        groups = index.reset_index(drop=True).groupby(index["identity"].to_numpy(), sort=True).indices
+        labels = index["label"].to_numpy()
+        self.groups = [(g[labels[g] == 0], g[labels[g] == 1]) for _, g in sorted(groups.items())]
+
+    def __iter__(self):
+        if self.gen is None:
+            raise RuntimeError("PairedShuffle: set_generator(epoch generator) before iterating")
+        units: list[list[int]] = []
+        for reals, fakes in self.groups:
+            r = reals[torch.randperm(len(reals), generator=self.gen).numpy()].tolist()
+            f = fakes[torch.randperm(len(fakes), generator=self.gen).numpy()].tolist()
+            k = min(len(r), len(f))
+            units += [[a, b] for a, b in zip(r[:k], f[:k])] + [[i] for i in r[k:] + f[k:]]
+        order = torch.randperm(len(units), generator=self.gen).tolist()
+        return iter([i for u in order for i in units[u]])
+
+
 def window_loader(crop_dir: str, split: str, batch_size: int, num_workers: int,
                   shuffle_gen: torch.Generator | None = None, *, shard: bool = False,
                   persistent: bool = False, dataset=None, sampler: Optional[Sampler] = None,
@@ -164,9 +196,10 @@ def window_loader(crop_dir: str, split: str, batch_size: int, num_workers: int,
     if num_workers and prefetch_factor:
         workers["prefetch_factor"] = int(prefetch_factor)
     if shard and dist.is_distributed():
-        base = RandomSampler(ds, generator=shuffle_gen) if shuffle_gen is not None else SequentialSampler(ds)
-        sampler = dist.ShardedBatchSampler(BatchSampler(base, batch_size, drop_last=False))
-        return DataLoader(dist.ShardMeta(ds), batch_sampler=sampler, generator=shuffle_gen, **workers)
+        base = sampler if sampler is not None else (
+            RandomSampler(ds, generator=shuffle_gen) if shuffle_gen is not None else SequentialSampler(ds))
+        batches = dist.ShardedBatchSampler(BatchSampler(base, batch_size, drop_last=False))
+        return DataLoader(dist.ShardMeta(ds), batch_sampler=batches, generator=shuffle_gen, **workers)
     if sampler is not None:
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(0),
                           **workers)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from feature_cache import sha256_file
 from graph_models import build_model, mrl_loss
 from pipeline.ingest.augment import AugmentedClips
-from pipeline.ingest.clips import ClipDataset, EpochShuffle, clip_batch_to_input, window_loader
+from pipeline.ingest.clips import ClipDataset, EpochShuffle, PairedShuffle, clip_batch_to_input, window_loader
 from pipeline.learning import distributed as dist
 from pipeline.learning.training import FitResult, fit, video_metrics, window_predictions
 from pipeline.model_card import crop_config_from_params
@@ -103,9 +103,11 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
     # One training loader for all epochs, its workers kept alive (no start-up and HDF5 re-opening per epoch),
     # reshuffled from each epoch generator. Not with augmentation (the workers' copies of the dataset would
     # not see set_epoch) nor under torchrun (the sharded sampler is built per epoch): a loader per epoch there.
+    # Paired sampling always goes through its sampler (with any number of workers, augmentation or torchrun).
     persistent_train = te.num_workers > 0 and augmented is None and not dist.is_distributed()
+    paired = PairedShuffle(ClipDataset(crop_dir, split="train").index) if te.sampling == "paired" else None
     if persistent_train:
-        order = EpochShuffle(n_train)
+        order = paired or EpochShuffle(n_train)
         train_loader = window_loader(crop_dir, "train", te.batch_size, te.num_workers, sampler=order,
                                      persistent=True, pin_memory=pin)
 
@@ -115,8 +117,10 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
             return train_loader
         if augmented is not None:  # new augmentation draws every epoch, from the epoch generator
             augmented.set_epoch(int(torch.randint(0, 2**31, (1,), generator=gen)))
+        if paired is not None:
+            paired.set_generator(gen)
         return window_loader(crop_dir, "train", te.batch_size, te.num_workers, shuffle_gen=gen, shard=True,
-                             dataset=augmented, pin_memory=pin)
+                             dataset=augmented, sampler=paired, pin_memory=pin)
 
     def step(model, batch, gen):
         meta = dist.batch_meta(batch)
