@@ -143,3 +143,72 @@ def test_one_persistent_loader_keeps_its_workers_and_reshuffles_every_epoch():
     g = epoch_generator(0, 1)
     torch.empty((), dtype=torch.int64).random_(generator=g)  # what a fresh DataLoader(generator=g) takes first
     assert orders[1] == torch.randperm(8, generator=g).tolist()
+
+
+def _index(rows: list[tuple[str, int]]) -> pd.DataFrame:
+    return pd.DataFrame({"identity": [r[0] for r in rows], "label": [r[1] for r in rows]})
+
+
+def test_paired_shuffle_puts_each_fake_after_a_real_of_the_same_person():
+    """Person a: 3 reals, 2 fakes; b: 1 real, 1 fake; c: 2 fakes. Units: 2 + 1 pairs, 4 single windows
+    (a's third real, c's two fakes); every unit keeps its windows adjacent, the order is a permutation,
+    it repeats with the same generator and changes with another."""
+    from pipeline.ingest.clips import PairedShuffle
+    from pipeline.runtime import epoch_generator
+
+    ix = _index([("a", 0), ("a", 1), ("b", 1), ("a", 0), ("c", 1), ("a", 1), ("b", 0), ("a", 0), ("c", 1)])
+    order = PairedShuffle(ix)
+    with pytest.raises(RuntimeError, match="set_generator"):
+        list(order)
+    orders = []
+    for epoch in (0, 0, 1):
+        order.set_generator(epoch_generator(0, epoch))
+        orders.append(list(order))
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+    for o in orders:
+        assert sorted(o) == list(range(len(ix)))
+        pairs, i = [], 0
+        while i < len(o):  # read the order as units: a real followed by a fake of its person is a pair
+            a = ix.iloc[o[i]]
+            if i + 1 < len(o) and a.label == 0 and ix.iloc[o[i + 1]].label == 1 \
+                    and ix.iloc[o[i + 1]].identity == a.identity:
+                pairs.append(a.identity)
+                i += 2
+            else:
+                i += 1
+        assert sorted(pairs) == ["a", "a", "b"]
+    with pytest.raises(ValueError, match="identity"):
+        PairedShuffle(ix.drop(columns="identity"))
+
+
+def test_paired_sampling_feeds_whole_pairs_to_the_encoder(tmp_path, monkeypatch):
+    """train_encoder.sampling=paired: every training batch of the encoder stage holds real/fake pairs of
+    one person, in both loader paths (no workers: a loader per epoch; workers: one persistent loader)."""
+    import pipeline.learning.encoder as enc
+
+    rng = np.random.default_rng(1)
+    vids = [(split, "flicker" if i % 2 else "real", i % 2, _clip(rng, bool(i % 2)))
+            for split, n in (("train", 12), ("val", 4)) for i in range(n)]
+    crops = write_crop_dir(tmp_path / "crops", vids)
+    ix = pd.read_csv(crops / "index.csv")
+    ix["identity"] = [f"p{i // 2}" for i in range(len(ix))]   # video 2k (real) and 2k+1 (fake): one person
+    ix.to_csv(crops / "index.csv", index=False)
+
+    seen = []
+    real_loss = enc.mrl_loss
+
+    def spy(logits, y, *a, **k):  # the real loss, recording each batch's labels
+        seen.append(y.tolist())
+        return real_loss(logits, y, *a, **k)
+
+    monkeypatch.setattr(enc, "mrl_loss", spy)
+    torch.set_num_threads(2)
+    for workers in (0, 1):
+        seen.clear()
+        p = _params(epochs=2, num_workers=workers, sampling="paired", batch_size=4)
+        train_encoder(p, crops, tmp_path / f"w{workers}")
+        assert [len(b) for b in seen] == [4, 4, 4] * 2
+        assert all(b == [0.0, 1.0, 0.0, 1.0] for b in seen)
+        seen.clear()
+        train_encoder(_params(epochs=2, num_workers=workers, batch_size=4), crops, tmp_path / f"s{workers}")
+        assert any(b != [0.0, 1.0, 0.0, 1.0] for b in seen)   # shuffled: not in pairs
