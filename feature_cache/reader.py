@@ -45,7 +45,7 @@ class FeatureCache:
     schema_version: int
     encoder_sha256: str
     params: dict
-    created: str
+    created: Optional[str]  # only in files written before 2026-11-27 (see feature_cache.schema)
     n_windows: int
     content_sha256: str
     shape: tuple[int, int, int]  # (T, N, C)
@@ -191,7 +191,8 @@ def _open(path: str | os.PathLike, expect_encoder_sha256: Optional[str], verify:
                              "video_id": strings["video_id"], "window": window.astype(np.int64),
                              "split": strings["split"], "label": label.astype(np.int64)})
         info = FeatureCache(path=path, schema_version=version, encoder_sha256=enc, params=params,
-                            created=_attr_str(attrs[S.ATTR_CREATED]), n_windows=n_attr,
+                            created=_attr_str(attrs[S.ATTR_CREATED]) if S.ATTR_CREATED in attrs else None,
+                            n_windows=n_attr,
                             content_sha256=_attr_str(attrs[S.ATTR_CONTENT_SHA256]),
                             shape=tuple(int(x) for x in v.shape[1:]), keys=keys)
     return info, vertices

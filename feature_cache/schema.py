@@ -18,8 +18,10 @@ dataset            dtype            shape        meaning
 
 File attributes: ``schema_version`` (int), ``encoder_sha256`` (sha256 of the encoder
 checkpoint the vertices came from), ``params`` (JSON of the parameters that shaped the
-features), ``created`` (ISO 8601, UTC), ``n_windows`` (W) and ``content_sha256``
-(:func:`content_digest` of everything above, written when the writer closes).
+features), ``n_windows`` (W) and ``content_sha256`` (:func:`content_digest` of everything above,
+written when the writer closes). Nothing in the file records when or where it was written (files of
+schema 1 written before 2026-11-27 carry a ``created`` time, which readers ignore), so the same encoder
+and crops give the same bytes and DVC sees an unchanged output: the run's time is in its MLflow run.
 
 The key of a row is (dataset, method, video_id, window) and is unique in a file.
 """
@@ -61,11 +63,10 @@ SPLITS = ("train", "val", "test")
 ATTR_SCHEMA_VERSION = "schema_version"
 ATTR_ENCODER_SHA256 = "encoder_sha256"
 ATTR_PARAMS = "params"
-ATTR_CREATED = "created"
+ATTR_CREATED = "created"      # older files only: read if present, never written
 ATTR_N_WINDOWS = "n_windows"
 ATTR_CONTENT_SHA256 = "content_sha256"
-REQUIRED_ATTRS = (ATTR_SCHEMA_VERSION, ATTR_ENCODER_SHA256, ATTR_PARAMS, ATTR_CREATED,
-                  ATTR_N_WINDOWS, ATTR_CONTENT_SHA256)
+REQUIRED_ATTRS = (ATTR_SCHEMA_VERSION, ATTR_ENCODER_SHA256, ATTR_PARAMS, ATTR_N_WINDOWS, ATTR_CONTENT_SHA256)
 
 
 class VerticesHasher:

@@ -14,7 +14,6 @@ and the previous cache (if any) stays intact until the new one is complete.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
@@ -134,7 +133,6 @@ class FeatureCacheWriter:
         f.attrs[S.ATTR_SCHEMA_VERSION] = S.SCHEMA_VERSION
         f.attrs[S.ATTR_ENCODER_SHA256] = self.encoder_sha256
         f.attrs[S.ATTR_PARAMS] = self.params_json
-        f.attrs[S.ATTR_CREATED] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
     # ------------------------------------------------------------------ writing
     @property

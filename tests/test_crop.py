@@ -340,7 +340,7 @@ def test_shards_plus_merge_equal_single_run(stage_run):
     pfile2 = _setup(sh, rows, out="crops")
     assert crop_stage.main(["--params", str(pfile2), "--shard", "1/2", "--no-progress"]) == 0
     assert crop_stage.main(["--params", str(pfile2), "--shard", "2/2", "--no-progress"]) == 0
-    assert (sh / "crops/report.shard-1-of-2.json").exists() and (sh / "crops/report.shard-2-of-2.json").exists()
+    assert (sh / "crops.shard-1-of-2.json").exists() and (sh / "crops.shard-2-of-2.json").exists()
     assert not (sh / "crops/index.csv").exists()
     assert crop_stage.main(["--params", str(pfile2), "--merge", "--no-progress"]) == 0
     a = (tmp / "crops/index.csv").read_text()
@@ -354,6 +354,8 @@ def test_shards_plus_merge_equal_single_run(stage_run):
     rb = json.loads((sh / "crops/report.json").read_text())["totals"]
     for k in ("videos", "windows", "skipped", "frames_read", "frames_with_face"):
         assert ra[k] == rb[k]
+    # the shard reports (with the run's status and seconds) stay outside the folder DVC tracks
+    assert sorted(_folder_digest(tmp / "crops")) == sorted(_folder_digest(sh / "crops"))
 
 
 def _same_outputs(a: Path, b: Path, box_atol: float = 0.0) -> None:

@@ -42,13 +42,29 @@ def _write(path, batches=(4, 3, 3), enc=ENC, **kw):
     return v, y, k, s
 
 
+def test_the_same_content_gives_the_same_bytes(tmp_path):
+    """The file records nothing about when it was written: two writes of the same vertices, more than a
+    second apart (the old ``created`` attribute had a resolution of one second), are byte-identical, so
+    DVC sees cache_features' output unchanged and does not re-run the stages after it. Files of the same
+    schema that carry the old ``created`` attribute still open, and report it."""
+    import time
+
+    _write(tmp_path / "a.h5")
+    time.sleep(1.1)
+    _write(tmp_path / "b.h5")
+    assert sha256_file(tmp_path / "a.h5") == sha256_file(tmp_path / "b.h5")
+    with h5py.File(tmp_path / "b.h5", "a") as f:
+        f.attrs["created"] = "2026-11-20T10:00:00+00:00"
+    assert open_cache(tmp_path / "b.h5").created == "2026-11-20T10:00:00+00:00"
+
+
 def test_round_trip_values_labels_keys_and_metadata(tmp_path):
     path = tmp_path / "features.h5"
     v, y, k, s = _write(path)
     info = open_cache(path, expect_encoder_sha256=ENC)
     assert info.schema_version == SCHEMA_VERSION and info.n_windows == 10 and info.shape == (T, N, C)
     assert info.encoder_sha256 == ENC and info.params == {"encoder": {"heads": N}}
-    assert info.created and len(info.content_sha256) == 64
+    assert info.created is None and len(info.content_sha256) == 64
     np.testing.assert_array_equal(info.read_vertices(), v)
     np.testing.assert_array_equal(info.read_vertices([6, 1, 6]), v[[6, 1, 6]])
 

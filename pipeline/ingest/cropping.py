@@ -15,13 +15,14 @@ A video whose windows cannot hold ``clip.frames`` frames by its header's frame c
 before any face detection.
 
 The stage's ``--shard i/n`` processes the videos at positions ``i-1 (mod n)`` of the sorted manifest and writes
-``report.shard-i-of-n.json``; ``--merge`` (and a run without ``--shard``) builds ``index.csv`` and
+``<out_dir>.shard-i-of-n.json`` beside the folder (:func:`shard_report_path`); ``--merge`` (and a run without ``--shard``) builds ``index.csv`` and
 ``report.json`` from the per-video files. The stage fails only when no window at all is left.
 
 Everything inside ``crop.out_dir`` is a function of the videos and the params (the per-video files, ``index.csv``,
 ``report.json``), so a re-run that recomputes or reuses crops leaves the folder's DVC hash unchanged and the
 stages after it are not re-run. What a run did (each video computed, cached or failed, and its seconds) goes
-to ``<out_dir>.run.json`` beside the folder (:data:`RUN_FIELDS`; :func:`run_record_path`), outside DVC.
+to ``<out_dir>.run.json`` beside the folder (:data:`RUN_FIELDS`; :func:`run_record_path`), outside DVC, as do
+the shard reports: a sharded run and its merge leave the same folder as one unsharded run.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ from pipeline.runtime import atomic_write, publish
 __all__ = ["SCHEMA_VERSION", "MANIFEST_COLUMNS", "INDEX_COLUMNS", "params_hash", "row_signature", "output_path",
            "select_windows", "crop_video", "read_report", "process", "resolve_workers", "prefetch", "merge",
            "load_manifest", "totals", "write_text_atomic", "TransientReadError", "FAILED", "RUN_FIELDS",
-           "run_record_path"]
+           "run_record_path", "shard_report_path"]
 
 SCHEMA_VERSION = 1
 #: the fields of a video's report that describe a run, not its crops: kept out of the crop files and out of
@@ -616,11 +617,11 @@ def prune(out_dir: str | Path, keep: set[Path]) -> int:
 
 def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
           extra: Optional[list[dict]] = None) -> tuple[pd.DataFrame, dict]:
-    """Build and write ``index.csv`` and ``report.json`` from the per-video files (+ shard reports);
+    """Build and write ``index.csv`` and ``report.json`` from the per-video files (+ :func:`shard_report_path`);
     per-video files of videos not in ``manifest`` are deleted (:func:`prune`)."""
     out_dir = Path(out_dir)
     known: dict[tuple, dict] = {}
-    for sp in sorted(out_dir.glob("report.shard-*-of-*.json")):
+    for sp in sorted(out_dir.parent.glob(f"{out_dir.name}.shard-*-of-*.json")):
         try:
             data = json.loads(sp.read_text())
         except Exception:
@@ -672,3 +673,10 @@ def run_record_path(out_dir: str | Path) -> Path:
     part of the DVC output, which depends on the videos and params only."""
     out_dir = Path(out_dir)
     return out_dir.parent / f"{out_dir.name}.run.json"
+
+
+def shard_report_path(out_dir: str | Path, i: int, n: int) -> Path:
+    """``<out_dir>.shard-i-of-n.json``: what shard ``i`` of ``n`` did to its videos (their reports, with the
+    run's status and seconds), read by :func:`merge`. Beside the output folder, like :func:`run_record_path`."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.shard-{i}-of-{n}.json"

@@ -25,7 +25,8 @@ from typing import Optional
 
 import torch
 
-from pipeline.ingest.cropping import FAILED, load_manifest, merge, params_hash, process, totals, write_text_atomic
+from pipeline.ingest.cropping import (FAILED, load_manifest, merge, params_hash, process, shard_report_path, totals,
+                                      write_text_atomic)
 from pipeline.params import ParamsError, load_params
 from pipeline.runtime import exit_now, parse_shard
 
@@ -56,11 +57,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows = manifest.iloc[[k for k in range(len(manifest)) if k % n == i - 1]]
         reports = process(rows, F, crop, device=params.device, progress=not args.no_progress)
         shard = {"params_hash": phash, "shard": f"{i}/{n}", "totals": totals(reports), "videos": reports}
-        write_text_atomic(out_dir / f"report.shard-{i}-of-{n}.json", json.dumps(shard, indent=1, sort_keys=True))
+        shard_file = shard_report_path(out_dir, i, n)
+        write_text_atomic(shard_file, json.dumps(shard, indent=1, sort_keys=True))
         t = shard["totals"]
         if not args.merge:
             print(f"crop shard {i}/{n}: {t['videos']} videos ({t['computed']} computed, {t['cached']} cached), "
-                  f"{t['skipped']} skipped, {t['windows']} windows -> {out_dir}/report.shard-{i}-of-{n}.json")
+                  f"{t['skipped']} skipped, {t['windows']} windows -> {shard_file}")
             return 0
     elif not args.merge:
         reports = process(manifest, F, crop, device=params.device, progress=not args.no_progress)
