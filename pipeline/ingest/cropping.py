@@ -62,8 +62,8 @@ from pipeline.runtime import atomic_write, publish
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST_COLUMNS", "INDEX_COLUMNS", "params_hash", "row_signature", "output_path",
            "select_windows", "crop_video", "read_report", "process", "resolve_workers", "prefetch", "merge",
-           "load_manifest", "totals", "write_text_atomic", "TransientReadError", "FAILED", "RUN_FIELDS",
-           "run_record_path", "shard_report_path"]
+           "load_manifest", "totals", "content_totals", "run_totals", "write_text_atomic", "TransientReadError",
+           "FAILED", "RUN_FIELDS", "run_record_path", "shard_report_path"]
 
 SCHEMA_VERSION = 1
 #: the fields of a video's report that describe a run, not its crops: kept out of the crop files and out of
@@ -448,10 +448,8 @@ def write_text_atomic(path: Path, text: str) -> None:
         f.write(text)
 
 
-_RUN_TOTALS = ("computed", "cached")  # totals of the run (in run_record_path), not of the crops
-
-
-def totals(videos: list[dict]) -> dict:
+def content_totals(videos: list[dict]) -> dict:
+    """Totals of the crops themselves (``report.json``): the same whatever the run did."""
     return {
         "videos": len(videos),
         "videos_with_windows": sum(v.get("windows", 0) > 0 for v in videos),
@@ -459,9 +457,18 @@ def totals(videos: list[dict]) -> dict:
         "windows": int(sum(v.get("windows", 0) for v in videos)),
         "frames_read": int(sum(v.get("frames_read", 0) for v in videos)),
         "frames_with_face": int(sum(v.get("frames_with_face", 0) for v in videos)),
-        "computed": sum(v.get("status") == "computed" for v in videos),
-        "cached": sum(v.get("status") == "cached" for v in videos),
     }
+
+
+def run_totals(videos: list[dict]) -> dict:
+    """Totals of what the run did (:func:`run_record_path`): videos computed and reused."""
+    return {"computed": sum(v.get("status") == "computed" for v in videos),
+            "cached": sum(v.get("status") == "cached" for v in videos)}
+
+
+def totals(videos: list[dict]) -> dict:
+    """Both, for the stage's summary line."""
+    return {**content_totals(videos), **run_totals(videos)}
 
 
 def resolve_workers(num_workers, device: Optional[str] = "cpu") -> int:
@@ -657,10 +664,10 @@ def merge(out_dir: str | Path, manifest: pd.DataFrame, phash: str,
     index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS)
     report = {"params_hash": phash, "totals": totals(videos), "videos": videos}
     write_text_atomic(out_dir / "index.csv", index.to_csv(index=False))
-    content = {"params_hash": phash, "totals": {k: v for k, v in report["totals"].items() if k not in _RUN_TOTALS},
+    content = {"params_hash": phash, "totals": content_totals(videos),
                "videos": [{k: v for k, v in rep.items() if k not in RUN_FIELDS} for rep in videos]}
     write_text_atomic(out_dir / "report.json", json.dumps(content, indent=1, sort_keys=True))
-    run = {"params_hash": phash, "totals": {k: report["totals"][k] for k in _RUN_TOTALS},
+    run = {"params_hash": phash, "totals": run_totals(videos),
            "seconds": round(sum(float(v.get("seconds") or 0.0) for v in videos if v.get("status") == "computed"), 3),
            "videos": [{**{k: rep[k] for k in _KEY}, **{k: rep.get(k) for k in RUN_FIELDS}} for rep in videos]}
     write_text_atomic(run_record_path(out_dir), json.dumps(run, indent=1, sort_keys=True))

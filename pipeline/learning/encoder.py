@@ -77,6 +77,8 @@ class EncoderTraining:
     fit: FitResult
     train_windows: int
     val_windows: int
+    train_videos: int = 0       # the videos and distinct people the training windows come from
+    train_identities: int = 0   # (the learning curve's x)
 
 
 def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
@@ -91,7 +93,8 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
     val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers, persistent=True, pin_memory=pin)
     if len(val_loader.dataset) == 0:
         raise RuntimeError(f"{crop_dir}: no validation windows; model selection needs a val split")
-    n_train = len(window_loader(crop_dir, "train", 1, 0).dataset)
+    train_index = ClipDataset(crop_dir, split="train").index
+    n_train = len(train_index)
     if n_train == 0:
         raise RuntimeError(f"{crop_dir}: no training windows")
 
@@ -105,7 +108,7 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
     # not see set_epoch) nor under torchrun (the sharded sampler is built per epoch): a loader per epoch there.
     # Paired sampling always goes through its sampler (with any number of workers, augmentation or torchrun).
     persistent_train = te.num_workers > 0 and augmented is None and not dist.is_distributed()
-    paired = PairedShuffle(ClipDataset(crop_dir, split="train").index) if te.sampling == "paired" else None
+    paired = PairedShuffle(train_index) if te.sampling == "paired" else None
     if persistent_train:
         order = paired or EpochShuffle(n_train)
         train_loader = window_loader(crop_dir, "train", te.batch_size, te.num_workers, sampler=order,
@@ -148,7 +151,9 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
               digest=params_digest({**stage_params(p), "data": crops_fingerprint(crop_dir)}),
               log_epoch=log_epoch, desc="train_encoder")
     model.load_state_dict(res.best_state)
-    return EncoderTraining(model, res, n_train, len(val_loader.dataset))
+    return EncoderTraining(model, res, n_train, len(val_loader.dataset),
+                           train_videos=len(train_index.drop_duplicates(["dataset", "method", "video_id"])),
+                           train_identities=len(train_index.drop_duplicates(["dataset", "identity"])))
 
 
 def encoder_payload(p: Params, result: EncoderTraining) -> dict:

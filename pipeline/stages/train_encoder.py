@@ -25,14 +25,6 @@ from pipeline.tracking import log_epoch_metrics, log_final, start_run
 STAGE = "train_encoder"
 
 
-def _train_set(crop_dir) -> dict:
-    """How many videos and distinct identities the training windows come from (the learning curve's x)."""
-    index = pd.read_csv(f"{crop_dir}/index.csv", dtype=str, keep_default_na=False)
-    train = index[index["split"] == "train"]
-    return {"train_videos": int(train[["dataset", "method", "video_id"]].drop_duplicates().shape[0]),
-            "train_identities": int(train[["dataset", "identity"]].drop_duplicates().shape[0])}
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
@@ -48,7 +40,7 @@ def main(argv=None) -> None:
                 summary = {"best_epoch": res.fit.best_epoch, "epochs_run": len(res.fit.history) - res.fit.resumed_from,
                            "seconds": round(time.time() - t0, 1), "train_windows": res.train_windows,
                            "val_windows": res.val_windows, "mlflow_run_id": run.info.run_id,
-                           **_train_set(p.crop.out_dir),
+                           "train_videos": res.train_videos, "train_identities": res.train_identities,
                            **best_val_metrics(res.fit)}
                 write_csv(pd.DataFrame(res.fit.history), plots)
                 write_json(summary, metrics)
