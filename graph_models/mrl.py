@@ -31,6 +31,25 @@ class EncoderOutput(NamedTuple):
     attention: Tensor
 
 
+INPUT_FILTERS = ("none", "highpass", "temporal")
+
+
+def highpass(x: Tensor) -> Tensor:
+    r"""Spatial high-pass residual of every frame and channel: :math:`x - \bar{x}_{3\times3}`, the local
+    mean taken over the 3 x 3 neighbourhood (edges replicated). ``x`` ``[B, C, F, H, W]``; a constant or
+    linear ramp gives 0 (away from the border)."""
+    b, c, f, h, w = x.shape
+    y = x.transpose(1, 2).reshape(b * f, c, h, w)
+    mean = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (y - mean).reshape(b, f, c, h, w).transpose(1, 2)
+
+
+def temporal_difference(x: Tensor) -> Tensor:
+    """Each frame minus the previous one, over the whole clip (so across snippet borders); the first frame's
+    difference is 0. ``x`` ``[B, C, F, H, W]``."""
+    return torch.cat([torch.zeros_like(x[:, :, :1]), x[:, :, 1:] - x[:, :, :-1]], dim=2)
+
+
 class Encoder(nn.Module):
     """Backbone + STA applied to each of the T snippets of D frames.
 
@@ -39,14 +58,21 @@ class Encoder(nn.Module):
             ``std`` and ``feature_layer``.
         sta: :class:`graph_models.sta.STA` with ``in_channels = backbone.out_channels``.
         snippet_length (int): D.
+        input_filter (str): what the backbone sees (not in the paper): ``'none'`` the normalised frames;
+            ``'highpass'`` each frame minus its 3 x 3 local mean (:func:`highpass`), the fine texture where
+            blending and resampling leave traces, with the face's shape and colour largely removed;
+            ``'temporal'`` each frame minus the previous one (:func:`temporal_difference`).
 
     ``forward(x)``: ``x`` float in [0, 1], ``[B, 3, F, H, W]`` with ``F`` a multiple of D; the
     input is normalised here with the backbone's fixed mean/std (the same at train and test).
     """
 
-    def __init__(self, backbone: nn.Module, sta: STA, snippet_length: int) -> None:
+    def __init__(self, backbone: nn.Module, sta: STA, snippet_length: int, input_filter: str = "none") -> None:
         super().__init__()
+        if input_filter not in INPUT_FILTERS:
+            raise ValueError(f"input_filter must be one of {INPUT_FILTERS}, got {input_filter!r}")
         self.backbone, self.sta, self.snippet_length = backbone, sta, snippet_length
+        self.input_filter = input_filter
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1, 1), persistent=False)
 
@@ -78,6 +104,10 @@ class Encoder(nn.Module):
             raise ValueError(f"expected a clip [B, 3, F, H, W], got {tuple(x.shape)}")
         b, t = x.size(0), x.size(2) // self.snippet_length
         x = (x - self.mean) / self.std
+        if self.input_filter == "highpass":
+            x = highpass(x)
+        elif self.input_filter == "temporal":
+            x = temporal_difference(x)
         f0 = self.backbone(self.split_snippets(x))
         v, a = self.sta(f0)
         return EncoderOutput(v.reshape(b, t, *v.shape[1:]), a.reshape(b, t, *a.shape[1:]))
@@ -220,7 +250,7 @@ def build_encoder(encoder, clip) -> Encoder:
     backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width)
     sta = STA(backbone.out_channels, encoder.heads, attention=encoder.attention,
               pooling=encoder.pooling, enabled=encoder.sta)
-    return Encoder(backbone, sta, clip.snippet_length)
+    return Encoder(backbone, sta, clip.snippet_length, getattr(encoder, "input_filter", "none"))
 
 
 def build_relation(in_dim: int, heads: int, relation, mask) -> RelationLearner:

@@ -200,6 +200,9 @@ class EncoderParams(_Section):
     sta: bool = Field(True, description="False: attention maps are all ones (Table V 'graph only')")
     attention: Literal["spatiotemporal", "spatial"] = "spatiotemporal"
     pooling: Literal["avg", "max"] = "avg"
+    input_filter: Literal["none", "highpass", "temporal"] = Field(
+        "none", description="what the backbone sees: the frames (paper), their 3x3 high-pass residual, or "
+                            "frame differences (graph_models.mrl.Encoder)")
 
 
 class MaskParams(_Section):
