@@ -156,6 +156,40 @@ def test_encoder_normalises_inside_and_splits_consecutive_frames():
         enc(torch.rand(1, 3, 5, 2, 2))                                 # 5 frames, D = 2
 
 
+def test_input_filters_by_hand():
+    """highpass: x minus its 3x3 mean (edges replicated); temporal: frame minus previous frame, 0 first."""
+    from graph_models.mrl import highpass, temporal_difference
+
+    x = torch.zeros(1, 1, 2, 3, 3)
+    x[0, 0, 0, 1, 1] = 9.0                  # one bright pixel in frame 0
+    x[0, 0, 1] = torch.arange(3.0).view(1, 3).expand(3, 3)   # a ramp across the columns in frame 1
+    hp = highpass(x)
+    assert hp[0, 0, 0, 1, 1] == pytest.approx(9.0 - 1.0)   # centre: 9 - 9/9
+    assert hp[0, 0, 0, 0, 0] == pytest.approx(0.0 - 1.0)   # corner: its 3x3 (replicated) holds the 9 once
+    assert torch.allclose(hp[0, 0, 1, :, 1], torch.zeros(3))  # a linear ramp has no residual inside
+    assert hp[0, 0, 1, 0, 0] == pytest.approx(0.0 - 1.0 / 3)  # left edge: replicated 0, 0, 1 per row
+    td = temporal_difference(x)
+    assert torch.equal(td[:, :, 0], torch.zeros(1, 1, 3, 3)) and torch.equal(td[:, :, 1], x[:, :, 1] - x[:, :, 0])
+
+
+def test_encoder_input_filter_is_applied_after_normalising_and_across_snippets():
+    x = torch.rand(1, 3, 4, 4, 4)
+    norm = (x - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1, 1)) / torch.tensor([0.5, 0.5, 1.0]).view(1, 3, 1, 1, 1)
+    seen = []
+
+    class Spy(_Identity3d):
+        def forward(self, x):
+            seen.append(x)
+            return x
+
+    Encoder(Spy(), STA(3, 2, enabled=False), snippet_length=2, input_filter="temporal")(x)
+    # snippet 2's first frame is frame 2 minus frame 1 (the difference crosses the snippet border)
+    assert torch.allclose(seen[0][1, :, 0], norm[0, :, 2] - norm[0, :, 1], atol=1e-6)
+    assert torch.equal(seen[0][0, :, 0], torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="input_filter"):
+        Encoder(Spy(), STA(3, 2, enabled=False), snippet_length=2, input_filter="sobel")
+
+
 def test_backbone_shapes():
     assert backbones.Small3DBackbone(4)(torch.rand(1, 3, 8, 64, 64)).shape == (1, 16, 4, 8, 8)
     mc3 = backbones.MC3Backbone(pretrained=None)
