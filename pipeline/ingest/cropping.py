@@ -15,8 +15,9 @@ A video whose windows cannot hold ``clip.frames`` frames by its header's frame c
 before any face detection.
 
 The stage's ``--shard i/n`` processes the videos at positions ``i-1 (mod n)`` of the sorted manifest and writes
-``<out_dir>.shard-i-of-n.json`` beside the folder (:func:`shard_report_path`); ``--merge`` (and a run without ``--shard``) builds ``index.csv`` and
-``report.json`` from the per-video files. The stage fails only when no window at all is left.
+``<out_dir>.shard-i-of-n.json`` beside the folder (:func:`shard_report_path`); ``--merge`` (and a run without
+``--shard``) builds ``index.csv`` and ``report.json`` from the per-video files. The stage fails only when no
+window at all is left.
 
 Everything inside ``crop.out_dir`` is a function of the videos and the params (the per-video files, ``index.csv``,
 ``report.json``), so a re-run that recomputes or reuses crops leaves the folder's DVC hash unchanged and the

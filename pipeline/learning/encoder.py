@@ -77,8 +77,8 @@ class EncoderTraining:
     fit: FitResult
     train_windows: int
     val_windows: int
-    train_videos: int = 0       # the videos and distinct people the training windows come from
-    train_identities: int = 0   # (the learning curve's x)
+    train_videos: int        # the videos and distinct people the training windows come from
+    train_identities: int    # (the learning curve's x)
 
 
 def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
