@@ -291,6 +291,7 @@ class MobileNetV2Backbone(nn.Module):
     112 px: 7 x 7). The rest (stride 32, 160/320/1280 channels, 76 % of the parameters of ``features``) is left out:
     at the demo's crop sizes they would leave the STA a 2 x 2 (64 px) or 4 x 4 (112 px) map.
 
+    The frames run in the channels-last memory format (faster depthwise convolutions on CPU and GPU).
     ``freeze_blocks`` = k: ``features[:k]`` keep their (ImageNet) weights and batch-norm statistics (no
     gradients, evaluation mode, run without autograd), which saves their backward pass; 0 fine-tunes all.
     """
@@ -306,7 +307,8 @@ class MobileNetV2Backbone(nn.Module):
                              f"freeze 0 to {self.depth - 1} of them (at least the last one trains)")
         net = mobilenet_v2(weights=None)
         self.weights_path = load_pretrained(net, pretrained, "mobilenet_v2")
-        self.features = net.features[:self.depth]
+        # channels-last: oneDNN's depthwise convolutions; measured 2.2x less CPU time per training step at 64 px
+        self.features = net.features[:self.depth].to(memory_format=torch.channels_last)
         self.freeze_blocks = freeze_blocks
         for p in self.features[:freeze_blocks].parameters():
             p.requires_grad_(False)
@@ -323,7 +325,7 @@ class MobileNetV2Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, d, h, w = x.shape
-        f = x.transpose(1, 2).reshape(b * d, c, h, w)
+        f = x.transpose(1, 2).reshape(b * d, c, h, w).contiguous(memory_format=torch.channels_last)
         k = self.freeze_blocks
         if k:
             with torch.no_grad():
