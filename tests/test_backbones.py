@@ -198,12 +198,13 @@ def test_one_training_step_updates_the_trainable_blocks_only():
     assert all(q.grad is None for q in feats[:5].parameters())
 
 
-def test_freeze_blocks_is_checked():
-    with pytest.raises(ParamsError, match="freeze_blocks"):
-        parse_params({"encoder": {"backbone": "small3d", "freeze_blocks": 2}})
+def test_freeze_blocks_is_checked_and_only_mobilenet_uses_it():
     with pytest.raises(ParamsError, match="freeze_blocks"):
         parse_params({"encoder": {"backbone": "mobilenet_v2", "freeze_blocks": 14}})
-    with pytest.raises(ValueError, match="only mobilenet_v2"):
-        backbones.build_backbone("resnet18_2d", None, freeze_blocks=1)
     with pytest.raises(ValueError, match="freeze 0 to 13"):
         backbones.MobileNetV2Backbone(None, freeze_blocks=14)
+    r2d = backbones.build_backbone("resnet18_2d", None, freeze_blocks=3)     # ignored, as width is
+    assert all(q.requires_grad for q in r2d.parameters())
+    mb = build_encoder(EncoderParams(backbone="mobilenet_v2", pretrained=None), ClipParams()).backbone
+    assert mb.freeze_blocks == EncoderParams().freeze_blocks == 7
+    assert [any(q.requires_grad for q in m.parameters()) for m in mb.features] == [False] * 7 + [True] * 7
