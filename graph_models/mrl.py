@@ -245,9 +245,10 @@ class MRLModel(nn.Module):
 
 
 def build_encoder(encoder, clip) -> Encoder:
-    """``Encoder`` from ``EncoderParams`` (backbone, pretrained, width, heads, sta, attention,
+    """``Encoder`` from ``EncoderParams`` (backbone, pretrained, width, freeze_blocks, heads, sta, attention,
     pooling) and ``ClipParams`` (snippet_length = D)."""
-    backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width)
+    backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width,
+                              getattr(encoder, "freeze_blocks", 0))
     sta = STA(backbone.out_channels, encoder.heads, attention=encoder.attention,
               pooling=encoder.pooling, enabled=encoder.sta)
     return Encoder(backbone, sta, clip.snippet_length, getattr(encoder, "input_filter", "none"))
