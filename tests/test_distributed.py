@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from helpers import write_crop_dir
 from workspace import PROJECT_ROOT, merge_overrides as _merge
 
@@ -223,7 +223,7 @@ def test_train_relation_ddp_two_ranks_equals_one_process(tmp_path):
         (ws / "data").mkdir(parents=True)
         (ws / "data" / "features.h5").symlink_to(feats)
         # exact equality needs per-sample maths: under gloo (CPU) each rank's BatchNorm normalises its own half
-        # batch (SyncBatchNorm has no CPU kernel, pipeline/learning/distributed.py), so the vertices' BatchNorm
+        # batch (SyncBatchNorm has no CPU kernel, pipeline/distributed.py), so the vertices' BatchNorm
         # (relation.input_norm: batch, the default now that the code defaults equal params.yaml) is off here
         out = _run_stage(ws, "pipeline.stages.train_relation", {"relation": {"input_norm": "none"}}, nproc)
         runs[name] = (ws, out)

@@ -1,2 +1,2 @@
-"""Learning: the shared training loop (:mod:`.training`), data parallelism (:mod:`.distributed`), and the
+"""Learning: the shared training loop (:mod:`.training`) and the
 two trainings of the pipeline (:mod:`.encoder`, :mod:`.relation`)."""

@@ -9,7 +9,7 @@ into the ``models/encoder.pt`` dict: plain tensors and JSON-able metadata, loada
 
 Under torchrun ``train_encoder.batch_size`` stays the global batch (each rank takes its slice of every
 global batch of the single-process epoch), BatchNorm becomes SyncBatchNorm on CUDA, and rank 0 validates
-(see :mod:`pipeline.learning.distributed`).
+(see :mod:`pipeline.distributed`).
 """
 from __future__ import annotations
 
@@ -25,11 +25,13 @@ from feature_cache import sha256_file
 from graph_models import build_model, mrl_loss
 from pipeline.ingest.augment import AugmentedClips
 from pipeline.ingest.clips import ClipDataset, EpochShuffle, PairedShuffle, clip_batch_to_input, window_loader
-from pipeline.learning import distributed as dist
-from pipeline.learning.training import FitResult, fit, video_metrics, window_predictions
+from pipeline import distributed as dist
+from pipeline.learning.training import FitResult, fit
 from pipeline.model_card import crop_config_from_params
 from pipeline.params import Params
 from pipeline.runtime import autocast, params_digest, resolve_device, seed_everything
+from pipeline.scoring.inference import window_predictions
+from pipeline.scoring.metrics import video_metrics
 
 __all__ = ["ENCODER_FORMAT", "EncoderTraining", "stage_params", "predict_windows", "crops_fingerprint",
            "train_encoder", "encoder_payload", "best_val_metrics"]

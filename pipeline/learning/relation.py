@@ -18,12 +18,12 @@ import torch
 
 from feature_cache import load_split, open_cache
 from graph_models import build_relation
-from pipeline.learning import distributed as dist
-from pipeline.learning.training import FitResult, fit, video_metrics
+from pipeline import distributed as dist
+from pipeline.learning.training import FitResult, fit
 from pipeline.params import Params
 from pipeline.runtime import params_digest, resolve_device, seed_everything
 from pipeline.scoring.inference import predict_vertices
-from pipeline.scoring.metrics import threshold_at_eer, video_scores
+from pipeline.scoring.metrics import threshold_at_eer, video_metrics, video_scores
 
 __all__ = ["RELATION_FORMAT", "RelationTraining", "stage_params", "train_relation", "relation_payload"]
 

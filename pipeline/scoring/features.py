@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from feature_cache import FeatureCacheWriter, open_cache, sha256_file
 from pipeline.ingest.clips import ClipDataset, window_loader
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from pipeline.model_io import load_encoder
 from pipeline.params import Params
 from pipeline.runtime import resolve_device, seed_everything

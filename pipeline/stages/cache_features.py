@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline import paths
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from pipeline.params import load_params
 from pipeline.runtime import exit_now, parse_shard
 from pipeline.scoring.features import cache_features, merge_shards

@@ -16,7 +16,7 @@ import time
 import pandas as pd
 
 from pipeline import paths
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from pipeline.learning.encoder import best_val_metrics, encoder_payload, train_encoder
 from pipeline.params import load_params
 from pipeline.runtime import atomic_torch_save, exit_now, write_csv, write_json

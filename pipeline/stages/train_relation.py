@@ -19,7 +19,7 @@ import torch
 
 from feature_cache import sha256_file
 from pipeline import paths
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from pipeline.learning.relation import relation_payload, train_relation
 from pipeline.params import load_params
 from pipeline.runtime import atomic_torch_save, exit_now, write_csv, write_json
