@@ -136,7 +136,7 @@ def main(argv=None) -> int:
             res["to_input (host->device, uint8->float)"] = sum(len(b["label"]) for b in batches) / (time.perf_counter() - t)
         if args.only_read:
             return _print(res)
-        model = build_model(p).to(device)
+        model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         y = batches[0]["label"].to(device).float()
         x = clip_batch_to_input(batches[0]["clip"], device)

@@ -253,7 +253,8 @@ def test_train_encoder_ddp_two_ranks(tmp_path):
     _run_stage(tmp_path / "single_b4x2", "pipeline.stages.train_encoder",
                _merge(crop, {"train_encoder": {"batch_size": 4, "grad_accum": 2}}))
     _run_stage(tmp_path / "ddp_b8", "pipeline.stages.train_encoder", crop, nproc=2)
-    ref = build_model(_params())
+    rp = _params()
+    ref = build_model(rp.encoder, rp.clip, rp.train_encoder.relation, rp.train_encoder.mask)
 
     def last(name):  # the last epoch's weights (the checkpoint), trainable parameters only
         ck = torch.load(tmp_path / name / "runs/train_encoder/checkpoint.pt", weights_only=False)

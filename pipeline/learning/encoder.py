@@ -90,7 +90,7 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
     seed_everything(p.seed)
     device = dist.device_for(resolve_device(p.device))
     te = p.train_encoder
-    model = build_model(p)
+    model = build_model(p.encoder, p.clip, te.relation, te.mask)
     pin = device.type == "cuda"  # page-locked batches: the uint8 clips go to the GPU with non_blocking copies
     val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers, persistent=True, pin_memory=pin)
     if len(val_loader.dataset) == 0:
@@ -168,7 +168,7 @@ def encoder_payload(p: Params, result: EncoderTraining) -> dict:
             "out_dim": int(result.model.encoder.out_dim), "heads": int(p.encoder.heads),
             "best_epoch": result.fit.best_epoch,
             "head_state_dict": {k[len("relation."):]: v for k, v in state.items() if k.startswith("relation.")},
-            "head": p.train_encoder.relation.model_dump(), "head_mask": p.train_encoder.mask.model_dump()}
+            "head": p.train_encoder.relation.model_dump(), "head_mask": result.model.relation.masking.config()}
 
 
 def best_val_metrics(res: FitResult) -> dict:

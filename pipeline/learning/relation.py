@@ -99,6 +99,6 @@ def relation_payload(p: Params, result: RelationTraining) -> dict:
     """The ``models/relation.pt`` dict: best weights, the settings to rebuild it, the validation threshold."""
     T, N, C = result.shape
     return {"format": RELATION_FORMAT, "state_dict": result.fit.best_state, "in_dim": int(C), "heads": int(N),
-            "snippets": int(T), "relation": p.relation.model_dump(), "mask": p.mask.model_dump(),
+            "snippets": int(T), "relation": p.relation.model_dump(), "mask": result.model.masking.config(),
             "threshold": float(result.threshold), "encoder_sha256": result.encoder_sha256,
             "best_epoch": result.fit.best_epoch}
