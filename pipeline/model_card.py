@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pipeline.ingest.cropping import params_hash
+from pipeline.ingest.crop_settings import params_hash
 from pipeline.params import ClipParams, CropParams, Params, load_params
 
 __all__ = ["CROP_CONFIG_FORMAT", "crop_config_from_params", "crop_params_from_config", "crop_params_from_model"]
