@@ -160,7 +160,8 @@ def main(argv=None) -> int:
                 pe = stage_params(args.size, args.device, args.batch, w, args.epochs, crops)
                 if args.tiny:
                     pe = pe.model_copy(update={"clip": p.clip, "encoder": p.encoder})
-                out = train_encoder(pe, crops, tmp / f"run{w}")
+                out = train_encoder(pe.encoder, pe.clip, pe.train_encoder, crops, tmp / f"run{w}", seed=pe.seed,
+                                    device=pe.device, image_size=pe.crop.image_size)
                 secs = [h["seconds"] for h in out.fit.history]
                 res[f"epoch train_encoder workers={w} (train+val windows/s, last epoch)"] = (n_train + n_val) / secs[-1]
         return _print(res)

@@ -277,3 +277,17 @@ def test_the_closure_follows_function_local_imports_and_packages():
     assert {"pipeline/stages/evaluate.py", "graph_models/mrl.py", "graph_models/masking.py",
             "pipeline/params.py"} <= rel
     assert "graph_models/__init__.py" not in rel  # only hands names on
+
+
+def test_no_library_function_takes_the_whole_params():
+    """Each library gets the sections it needs (pipeline/params.py's promise); the stages hand them on."""
+    offenders = []
+    for name, f in _modules():
+        if name.startswith("pipeline.stages"):
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for a in node.args.args + node.args.kwonlyargs:
+                    if a.annotation is not None and ast.unparse(a.annotation).strip("'\"") == "Params":
+                        offenders.append(f"{name}.{node.name}({a.arg}: Params)")
+    assert offenders == []

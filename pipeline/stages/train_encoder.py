@@ -26,8 +26,10 @@ def main(argv=None) -> None:
     p = load_params(ap.parse_args(argv).params)
     summary = run_training_stage(
         STAGE, p, model_path=paths.ENCODER,
-        train=lambda run_dir, log_epoch: train_encoder(p, p.crop.out_dir, run_dir, log_epoch),
-        payload=lambda res: encoder_payload(p, res),
+        train=lambda run_dir, log_epoch: train_encoder(p.encoder, p.clip, p.train_encoder, p.crop.out_dir, run_dir,
+                                                       seed=p.seed, device=p.device, image_size=p.crop.image_size,
+                                                       log_epoch=log_epoch),
+        payload=lambda res: encoder_payload(res, p.crop),
         summary=lambda res: {"best_epoch": res.fit.best_epoch,
                              "epochs_run": len(res.fit.history) - res.fit.resumed_from,
                              "train_windows": res.train_windows, "val_windows": res.val_windows,

@@ -32,8 +32,10 @@ def main(argv=None) -> None:
         torch.set_num_threads(p.train_relation.threads)
     summary = run_training_stage(
         STAGE, p, model_path=paths.RELATION, run_tags={"features": str(paths.FEATURES)}, seconds_digits=2,
-        train=lambda run_dir, log_epoch: train_relation(p, paths.FEATURES, run_dir, expect, log_epoch),
-        payload=lambda res: relation_payload(p, res),
+        train=lambda run_dir, log_epoch: train_relation(p.relation, p.mask, p.train_relation, paths.FEATURES, run_dir,
+                                                        seed=p.seed, device=p.device, encoder_sha256=expect,
+                                                        log_epoch=log_epoch),
+        payload=relation_payload,
         summary=lambda res: {"best_epoch": res.fit.best_epoch, "threshold": res.threshold,
                              "train_windows": res.train_windows, "val_windows": res.val_windows,
                              **{k: v for k, v in res.fit.best_metrics.items() if k.startswith("val_")}},
