@@ -6,6 +6,9 @@ a masked edge contributes nothing and receives zero gradient, a kept edge keeps 
 
 The rule works on a tensor of any shape (a dense N x N matrix ``E`` or a 1-D ``edge_weight``);
 ``min``/``max`` of Eq. 6 are taken over all its entries.
+
+:class:`EdgeMasking` is the masking a model uses: one ``nn.Module`` holding every setting (strategy, rate,
+schedule, what evaluation does), held by the relation learner and restored from a model file.
 """
 from __future__ import annotations
 

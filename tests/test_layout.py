@@ -135,8 +135,7 @@ def _floors() -> list[tuple[int, str]]:
     return out
 
 
-def _floor_of(f: Path, floors: list[tuple[int, str]]) -> int:
-    rel = f.relative_to(ROOT).as_posix()
+def _floor_of(rel: str, floors: list[tuple[int, str]]) -> int:
     hits = [(len(p), fl) for fl, p in floors if rel == p or rel.startswith(p.rstrip("/") + "/")]
     assert hits, f"{rel} is on no floor of docs/ARCHITECTURE.md"
     return max(hits)[1]
@@ -157,9 +156,8 @@ def _project_imports(f: Path) -> set[Path]:
     """Files of the project modules ``f`` imports, function-local imports included: for ``from a import b``
     the module ``a.b`` when it is one, else ``a`` (its package runs either way: see :func:`_import_closure`)."""
     tree = ast.parse(f.read_text())
-    pkg = ".".join(f.relative_to(ROOT).with_suffix("").parts[:-1])
-    if f.name == "__init__.py":
-        pkg = ".".join(f.relative_to(ROOT).parts[:-1])
+    parts = f.relative_to(ROOT).parts if f.is_relative_to(ROOT) else (f.name,)
+    pkg = ".".join(parts[:-1])  # a package's __init__ is in the package; a module, in its folder's package
     names: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -210,33 +208,36 @@ def _only_hands_names_on(f: Path) -> bool:
     return True
 
 
+def _violations(f: Path, rel: str, floors: list[tuple[int, str]]) -> list[str]:
+    """Imports of ``f`` (on the floor of path ``rel``) from a higher floor."""
+    bad = []
+    mine = _floor_of(rel, floors)
+    for target in sorted(_project_imports(f)):
+        if _only_hands_names_on(target) and target.parent in (ROOT / rel).parents:
+            continue  # a module importing its own package's re-exports
+        theirs = _floor_of(target.relative_to(ROOT).as_posix(), floors)
+        if theirs > mine:
+            bad.append(f"{rel} (floor {mine}) imports {target.relative_to(ROOT).as_posix()} (floor {theirs})")
+    return bad
+
+
 def _import_violations() -> list[str]:
     floors = _floors()
-    bad = []
-    for name, f in _modules():
-        mine = _floor_of(f, floors)
-        for target in sorted(_project_imports(f)):
-            if _only_hands_names_on(target) and target.parent in f.parents:
-                continue  # a module importing its own package's re-exports
-            theirs = _floor_of(target, floors)
-            if theirs > mine:
-                bad.append(f"{f.relative_to(ROOT)} (floor {mine}) imports {target.relative_to(ROOT)} (floor {theirs})")
-    return bad
+    return [v for _, f in _modules() for v in _violations(f, f.relative_to(ROOT).as_posix(), floors)]
 
 
 def test_every_module_is_on_a_floor_and_imports_point_down():
     assert _import_violations() == []
 
 
-def test_the_floor_check_sees_an_upward_import(tmp_path, monkeypatch):
-    """The check itself: a function-local import of a higher floor is caught."""
-    lib = ROOT / "pipeline/ingest/_upward_probe.py"
-    lib.write_text("def f():\n    from pipeline.scoring import metrics\n    return metrics\n")
-    try:
-        assert _import_violations() == [
-            "pipeline/ingest/_upward_probe.py (floor 2) imports pipeline/scoring/metrics.py (floor 4)"]
-    finally:
-        lib.unlink()
+def test_the_floor_check_sees_an_upward_import(tmp_path):
+    """The check itself: a function-local import of a higher floor is caught, one of a lower floor is not."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from pipeline.runtime import atomic_write\n\n\ndef f():\n"
+                     "    from pipeline.scoring import metrics\n    return metrics, atomic_write\n")
+    assert _violations(probe, "pipeline/ingest/probe.py", _floors()) == [
+        "pipeline/ingest/probe.py (floor 2) imports pipeline/scoring/metrics.py (floor 4)"]
+    assert _violations(probe, "pipeline/learning/probe.py", _floors()) == []
 
 
 def _code_deps(stage: dict) -> list[str]:
