@@ -83,8 +83,9 @@ def mask_edges(edges: Tensor, rate: float, strategy: Strategy,
 
 class EdgeMasking(nn.Module):
     r"""The masking of the learnable edges ``E`` (Eq. 1, 6, 7; Algorithm 1, 2), every setting of it in one
-    object: the relation learner holds one (:class:`graph_models.mrl.RelationLearner`), and a model file
-    restores it from :meth:`config` (``mask`` in ``models/relation.pt``, ``head_mask`` in ``models/encoder.pt``).
+    object: the relation learner holds one (:class:`graph_models.mrl.RelationLearner`), and a model file stores
+    its :meth:`config` (``mask`` in ``models/relation.pt``, which ``pipeline.model_io.load_relation`` restores
+    with :meth:`from_config`; ``head_mask`` in ``models/encoder.pt``).
 
     Args (all required: the defaults are ``pipeline.params.MaskParams``'s, and live there only):
         strategy (str): ``'minimal'`` (Eq. 6), ``'random'`` (Eq. 7) or ``'none'`` (no masking).
