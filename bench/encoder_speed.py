@@ -52,7 +52,7 @@ def make_train_step(model, opt, x, y, te, device):
 
 def bench(size: str, batch: int, iters: int, device: torch.device) -> dict:
     p = parse_params(SIZES[size])
-    model = build_model(p).to(device)
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     f, s = p.clip.frames, p.crop.image_size
     x = torch.rand(batch, 3, f, s, s, device=device)

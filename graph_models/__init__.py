@@ -5,7 +5,8 @@ One file per concept, one named function per equation:
 ==========  ==============================================  =========================================
 equation    what                                            where
 ==========  ==============================================  =========================================
-Eq. 1       ``E <- eta * E``                                 :func:`masking.mask_edges`
+Eq. 1       ``E <- eta * E``                                 :func:`masking.mask_edges`,
+                                                            :class:`masking.EdgeMasking`
 Eq. 3       ``F = F_0 * F_A``; normalised average pooling    :func:`sta.attention_features`,
                                                             :func:`sta.normalized_average_pooling`
 Eq. 4       orthogonal diversity ``L_od``                    :func:`losses.orthogonal_diversity_loss`
@@ -22,9 +23,10 @@ from .backbones import build_backbone
 from .gconv_gru import DenseGConvGRU, DenseGConvGRUCell, build_cell
 from .losses import mrl_loss
 from .masking import EdgeMasking, mask_edges
-from .mrl import Encoder, EncoderOutput, MRLModel, RelationLearner, build_encoder, build_model, build_relation
+from .mrl import (Encoder, EncoderOutput, MRLModel, RelationLearner, build_encoder, build_masking, build_model,
+                  build_relation)
 from .sta import STA
 
 __all__ = ["Encoder", "EncoderOutput", "RelationLearner", "MRLModel", "build_encoder", "build_relation",
-           "build_model", "mrl_loss", "mask_edges", "EdgeMasking", "STA", "DenseGConvGRU",
+           "build_model", "build_masking", "mrl_loss", "mask_edges", "EdgeMasking", "STA", "DenseGConvGRU",
            "DenseGConvGRUCell", "build_cell", "build_backbone"]

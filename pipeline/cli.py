@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pipeline import paths
-from pipeline.scoring import detect
+from pipeline.scoring.detect import cli as detect
 from pipeline.tracking import tracking_uri
 
 __all__ = ["build_parser", "main"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from graph_models import build_encoder, build_relation
-from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
+from graph_models import EdgeMasking, build_encoder, build_relation
+from pipeline.params import ClipParams, EncoderParams, RelationParams
 
 __all__ = ["load_encoder", "load_relation", "read_model_file"]
 
@@ -38,6 +38,7 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu"):
 def load_relation(path: str | Path, device: torch.device | str = "cpu"):
     """Rebuild the trained relation learner from ``models/relation.pt``; returns (relation, meta)."""
     meta = read_model_file(path, "mrl-relation/1")
-    rel = build_relation(meta["in_dim"], meta["heads"], RelationParams(**meta["relation"]), MaskParams(**meta["mask"]))
+    rel = build_relation(meta["in_dim"], meta["heads"], RelationParams(**meta["relation"]),
+                         EdgeMasking.from_config(meta["mask"]))
     rel.load_state_dict(meta["state_dict"])
     return rel.to(device).eval(), meta

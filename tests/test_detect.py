@@ -47,7 +47,7 @@ def save_tiny_model(dirpath, params, with_crop=True, seed=0, threshold=0.5):
                "clip": params.clip.model_dump(), "image_size": params.crop.image_size, "out_dim": enc.out_dim,
                "heads": params.encoder.heads, "best_epoch": 1}
     if with_crop:
-        payload["crop"] = crop_config_from_params(params)
+        payload["crop"] = crop_config_from_params(params.crop, params.clip)
     ep, rp = dirpath / "encoder.pt", dirpath / "relation.pt"
     atomic_torch_save(payload, ep)
     atomic_torch_save({"format": "mrl-relation/1", "state_dict": rel.state_dict(), "in_dim": enc.out_dim,
@@ -156,7 +156,8 @@ def test_same_score_as_the_pipeline_on_the_crop_stage_output(work, result, tmp_p
     reps = process(manifest, p.clip.frames, p.crop, device="cpu", progress=False)
     merge(p.crop.out_dir, manifest, reps[0].get("params_hash") or _phash(p), extra=reps)
     feats = tmp_path / "features.h5"
-    cache_features(p, p.crop.out_dir, encoder_path=work["encoder"], out=feats)
+    cache_features(p.crop.out_dir, encoder_path=work["encoder"], out=feats, seed=p.seed, device=p.device,
+                   batch_size=p.train_encoder.batch_size, num_workers=p.train_encoder.num_workers)
     x, _, keys = load_split(feats, "test", sha256_file(work["encoder"]))
     relation, _ = load_relation(work["relation"])
     windows = predict_vertices(relation, x, keys, torch.device("cpu"))

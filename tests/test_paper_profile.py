@@ -60,7 +60,8 @@ def test_paper_model_builds_and_takes_one_step():
 
     torch.manual_seed(0)
     p = paper_params()
-    model = build_model(p.model_copy(update={"encoder": p.encoder.model_copy(update={"pretrained": None})}))
+    model = build_model(p.encoder.model_copy(update={"pretrained": None}), p.clip, p.train_encoder.relation,
+                        p.train_encoder.mask)
     opt = torch.optim.Adam(model.parameters(), lr=p.train_encoder.lr)
     x = torch.rand(1, 3, p.clip.frames, p.crop.image_size, p.crop.image_size)
     logits, enc = model(x)

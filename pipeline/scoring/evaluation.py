@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from feature_cache import load_split, sha256_file
+from feature_cache import load_split
 from pipeline.model_io import load_encoder, load_relation
-from pipeline.params import Params
-from pipeline.runtime import resolve_device, seed_everything
+from pipeline.params import EvaluateParams
+from pipeline.runtime import resolve_device, seed_everything, sha256_file
 from pipeline.scoring.explain import localisation_metrics
 from pipeline.scoring.inference import predict_vertices
 from pipeline.scoring.metrics import binary_metrics, bootstrap_auc, breakdown, roc_points, video_scores
@@ -71,9 +71,10 @@ def localisation(relation, device, encoder_path: Path, crop_dir: Path) -> dict:
     return localisation_metrics(encoder, relation, crop_dir, "test", device)
 
 
-def evaluate(p: Params, features: Path, relation_path: Path, encoder_path: Path, crop_dir: Path) -> Evaluation:
-    seed_everything(p.seed)
-    device = resolve_device(p.device)
+def evaluate(ev: EvaluateParams, features: Path, relation_path: Path, encoder_path: Path, crop_dir: Path, *,
+             seed: int, device: str) -> Evaluation:
+    seed_everything(seed)
+    device = resolve_device(device)
     relation, meta = load_relation(relation_path, device)
     expect = sha256_file(encoder_path) if Path(encoder_path).exists() else None
     if expect and meta.get("encoder_sha256") and meta["encoder_sha256"] != expect:
@@ -81,17 +82,17 @@ def evaluate(p: Params, features: Path, relation_path: Path, encoder_path: Path,
     x, _, keys = load_split(features, "test", expect)
     if x is None:
         raise RuntimeError(f"{features}: no test windows to evaluate")
-    threshold = p.evaluate.threshold if p.evaluate.threshold is not None else meta["threshold"]
+    threshold = ev.threshold if ev.threshold is not None else meta["threshold"]
     windows = predict_vertices(relation, x, keys, device)
     vids = video_scores(windows)
     y, s = vids["label"].to_numpy(), vids["score"].to_numpy()
     overall = _clean(binary_metrics(y, s, threshold))
-    lo, hi = bootstrap_auc(y, s, p.evaluate.bootstrap, p.evaluate.ci, p.seed) if p.evaluate.bootstrap else (None, None)
-    overall.update(auc_ci_low=lo, auc_ci_high=hi, ci=p.evaluate.ci, threshold=float(threshold),
+    lo, hi = bootstrap_auc(y, s, ev.bootstrap, ev.ci, seed) if ev.bootstrap else (None, None)
+    overall.update(auc_ci_low=lo, auc_ci_high=hi, ci=ev.ci, threshold=float(threshold),
                    windows=int(len(windows)))
     result = {"test": overall,
-              "per_dataset": breakdown(vids, "dataset", threshold, p.evaluate.bootstrap, p.evaluate.ci, p.seed),
-              "per_method": breakdown(vids, "method", threshold, p.evaluate.bootstrap, p.evaluate.ci, p.seed),
+              "per_dataset": breakdown(vids, "dataset", threshold, ev.bootstrap, ev.ci, seed),
+              "per_method": breakdown(vids, "method", threshold, ev.bootstrap, ev.ci, seed),
               "localisation": localisation(relation, device, encoder_path, crop_dir)}
     result["targets"] = check_targets(result["test"], result["per_method"])
     curves = {"test (all)": (y, s)}

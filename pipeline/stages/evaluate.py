@@ -25,7 +25,8 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     p = load_params(ap.parse_args(argv).params)
     metrics = paths.metrics_file(STAGE)
-    ev = evaluate(p, paths.FEATURES, paths.RELATION, paths.ENCODER, Path(p.crop.out_dir))
+    ev = evaluate(p.evaluate, paths.FEATURES, paths.RELATION, paths.ENCODER, Path(p.crop.out_dir), seed=p.seed,
+                  device=p.device)
     write_json({"roc": ev.roc}, paths.ROC_JSON)
     save_roc_png(ev.curves, paths.ROC_PNG)
     write_csv(ev.videos, paths.SCORES)

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cropping import resolve_workers
+from pipeline.runtime import resolve_workers
+
 from ..video import filled_heap
 from . import london as _london
 from . import sources as _sources
