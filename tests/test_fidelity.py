@@ -49,7 +49,7 @@ def _capture_adjacency(model) -> list:
     return seen
 
 
-# ------------------------------------------------------------------ Eq. 1: kept edges are E itself, not E / (1 - p)
+# ------------------------------------------------------------------ Eq. 1: kept edges are E, not E / (1 - p)
 @pytest.mark.parametrize("strategy", ["minimal", "random"])
 def test_training_forward_feeds_the_cell_eta_times_E_with_kept_entries_equal_to_E(strategy):
     """Eq. 1 (``E_ij <- eta_ij E_ij``): in a training forward pass of the real model every entry of the
@@ -101,7 +101,7 @@ def test_gaussian_edge_init_is_standard_normal_not_uniform():
     assert stats.kstest(u, "norm").pvalue < 1e-6 and stats.kurtosis(u) < -1.0 and np.mean(np.abs(u) > 2) == 0
 
 
-# ------------------------------------------------------------------ Sec. III-B: F_A is the MEAN of the block output over time
+# ------------------------------------------------------------------ Sec. III-B: F_A is the MEAN over time
 def _delta_kernels(sta: STA) -> None:
     """Every STA convolution maps channel i to channel i through its centre tap only (weight 1), so each
     block is ReLU(BN(x)) of its input; with BatchNorm's initial running statistics in eval mode,
@@ -136,7 +136,7 @@ def test_sta_forward_averages_the_attention_over_time_by_hand(attention):
     assert torch.allclose(v[0].double(), ref, atol=1e-6)
 
 
-# ------------------------------------------------------------------ minimal masking freezes the masked entries of E
+# ------------------------------------------------------------------ minimal masking freezes masked E
 def test_minimal_masking_masked_entries_get_no_gradient_and_keep_their_initial_values():
     """Eq. 6 is deterministic in E, and eta_ij E_ij has zero gradient where eta_ij = 0: in training steps of
     the real model (the project's Adam, weight decay 0) the entries below q never receive a gradient and

@@ -108,8 +108,10 @@ def evaluate(p: Params, features: Path, relation_path: Path, encoder_path: Path,
         raise RuntimeError(f"{features}: no test windows to evaluate")
     if p.evaluate.threshold is not None:
         threshold = p.evaluate.threshold
+    elif p.evaluate.head == "joint":
+        threshold = joint_threshold(relation, features, expect, device)
     else:
-        threshold = joint_threshold(relation, features, expect, device) if p.evaluate.head == "joint" else meta["threshold"]
+        threshold = meta["threshold"]
     windows = predict_vertices(relation, x, keys, device)
     vids = video_scores(windows)
     y, s = vids["label"].to_numpy(), vids["score"].to_numpy()
