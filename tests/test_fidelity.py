@@ -83,12 +83,12 @@ def test_gaussian_edge_init_is_standard_normal_not_uniform():
     kurtosis (normal 0, uniform -1.2, its standard error here 0.05) and the share beyond 2 sigma (normal
     4.55 %, a uniform of the same std 0 %) all reject a uniform draw, even one scaled to std 1."""
     torch.manual_seed(0)
-    rel = build_relation(3, 20, RelationParams(cell="dense_gru", hidden=2, mlp_hidden=2, edge_init="gaussian"),
-                         MaskParams())
     draws = []
-    for _ in range(25):                                   # 25 x 400 entries
-        rel.reset_edges()
-        draws.append(next(p for p in rel.parameters() if p.shape == (20, 20)).detach().flatten().clone())
+    for _ in range(25):                                   # 25 relation learners x 400 entries of E
+        rel = build_relation(3, 20, RelationParams(cell="dense_gru", hidden=2, mlp_hidden=2, edge_init="gaussian"),
+                             MaskParams())
+        (e,) = [p for p in rel.parameters() if p.shape == (20, 20)]
+        draws.append(e.detach().flatten().clone())
     x = torch.cat(draws).double().numpy()
     assert x.size == 10_000 and len(np.unique(x)) > 9_990    # fresh draws each time (float32: a rare tie)
     ks = stats.kstest(x, "norm")
