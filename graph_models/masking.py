@@ -31,6 +31,11 @@ def minimal_mask(edges: Tensor, rate: float) -> Tensor:
     Rate 0 keeps every entry (q = E_min); rate 1 keeps only the entries equal to E_max.
     (Algorithm 1 writes ``ops.gt`` which would also drop the minimum at rate 0; Eq. 6's
     ``>= q`` is used.) Returns a float 0/1 tensor shaped like ``edges``.
+
+    The mask depends on E alone, and masked entries get zero gradient: in training they never move (Adam,
+    no weight decay), so they stay masked; the mask changes only if the kept entries move q (through E_max)
+    past them. Minimal masking thus prunes a fixed set of edges chosen by the initial E (README, "What
+    minimal masking does to E").
     """
     e = edges.detach().double()
     lo, hi = e.min(), e.max()
@@ -41,7 +46,8 @@ def minimal_mask(edges: Tensor, rate: float) -> Tensor:
 
 
 def random_mask(edges: Tensor, rate: float, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Eq. 7: ``eta ~ Bernoulli``, each edge is zeroed with probability ``p = rate``.
+    """Eq. 7: ``eta ~ Bernoulli``, each edge is zeroed with probability ``p = rate`` (Algorithm 1's printed
+    ``gt(E, dropout(E))`` is not used: it keeps about half of a Gaussian E whatever p is; README).
 
     Returns a float 0/1 tensor shaped like ``edges`` (no rescaling of the kept entries).
     """

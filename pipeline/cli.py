@@ -54,6 +54,9 @@ def results(args: argparse.Namespace) -> int:
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         print(f"results: test video AUC {fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] "
               f"({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {fmt(t.get('acc'))}")
+        if ev.get("head") == "joint":
+            print("results: detector: Algorithm 2's jointly trained model (evaluate.head: joint; the encoder and its "
+                  f"own relation head, {paths.ENCODER}), not the relation stage's {paths.RELATION}")
         base = paths.metrics_file("baseline")
         if base.exists():
             b = json.loads(base.read_text()).get("test") or {}

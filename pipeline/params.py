@@ -18,7 +18,7 @@ section                   read by
 ``train_encoder``
 ``mask``, ``relation``,   train_relation, evaluate
 ``train_relation``
-``evaluate``              evaluate
+``evaluate``              evaluate (``bootstrap``, ``ci``: also baseline)
 ``mlflow``                every stage that logs (not a DVC dependency)
 ========================  =====================================================
 
@@ -282,6 +282,10 @@ class EvaluateParams(_Section):
     bootstrap: int = Field(1000, ge=0, le=100000)
     ci: float = Field(0.95, gt=0.0, lt=1.0)
     threshold: Optional[float] = Field(None, ge=0.0, le=1.0, description="null: chosen on validation (EER point)")
+    head: Literal["relation", "joint"] = Field(
+        "relation", description="relation: the relation stage's learner (models/relation.pt) on the cached "
+        "vertices; joint: Algorithm 2's jointly trained model, the encoder with the relation head trained with it "
+        "(stored in models/encoder.pt)")
 
 
 class MlflowParams(_Section):

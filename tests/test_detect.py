@@ -235,6 +235,11 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     out = capsys.readouterr().out
     assert "test video AUC 0.812 [0.500, 1.000] (95% bootstrap interval) on 12 test videos" in out
     assert "baseline" not in out and "targets" not in out           # not written by this evaluate.json
+    assert "jointly trained" not in out                             # evaluate.head: relation (the default)
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(
+        {"head": "joint", "test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75}}))
+    assert main(["results"]) == 0
+    assert "detector: Algorithm 2's jointly trained model (evaluate.head: joint" in capsys.readouterr().out
     from pipeline.scoring.evaluation import check_targets
     ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75}}
     ev["targets"] = check_targets(ev["test"], {"demo/sbi": {"auc": 0.6}, "demo/faceswap": {"auc": 0.9}})

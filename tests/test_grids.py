@@ -74,6 +74,7 @@ def test_stages_rerun_follows_dvc_yaml():
     assert grids.stages_rerun({"data.holdout_methods": "[sbi]"}, dvc) == [
         "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline"]
     assert grids.stages_rerun({"evaluate.ci": 0.9}, dvc) == ["evaluate", "baseline"]
+    assert grids.stages_rerun({"evaluate.head": "joint"}, dvc) == ["evaluate"]    # the baseline has no head
     assert grids.stages_rerun({}, dvc) == []
 
 

@@ -1,5 +1,8 @@
 """DVC stage ``evaluate``: video-level test metrics of the trained model (:mod:`pipeline.scoring.evaluation`).
 
+``evaluate.head: relation`` (default) scores with the relation stage's learner (``models/relation.pt``);
+``joint`` with Algorithm 2's jointly trained model (the encoder and its own relation head, ``models/encoder.pt``).
+
 Writes ``metrics/evaluate.json`` (DVC metrics), ``plots/roc.json`` (DVC plots), ``plots/roc.png`` and
 ``reports/video_scores.csv``, and logs all of it to one MLflow run.
 
@@ -31,12 +34,13 @@ def main(argv=None) -> None:
     save_roc_png(ev.curves, paths.ROC_PNG)
     write_csv(ev.videos, paths.SCORES)
     write_json(ev.result, metrics)
-    with start_run(STAGE, p, p.mlflow, {"relation_model": str(paths.RELATION)}) as run:
+    model = paths.ENCODER if p.evaluate.head == "joint" else paths.RELATION   # where the scoring head came from
+    with start_run(STAGE, p, p.mlflow, {"relation_model": str(model), "evaluate.head": p.evaluate.head}) as run:
         log_evaluation(ev.result, artifacts=[metrics, paths.ROC_JSON, paths.ROC_PNG, paths.SCORES])
         write_json({"run_id": run.info.run_id}, paths.run_record(STAGE))
     r, loc = ev.result["test"], ev.result["localisation"]
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    print(f"evaluate: {r['n']} test videos: AUC {fmt(r['auc'])} [{fmt(r['auc_ci_low'])}, {fmt(r['auc_ci_high'])}], "
+    print(f"evaluate ({p.evaluate.head} head, {model}): {r['n']} test videos: AUC {fmt(r['auc'])} [{fmt(r['auc_ci_low'])}, {fmt(r['auc_ci_high'])}], "
           f"ACC {fmt(r['acc'])}, EER {fmt(r['eer'])}, AP {fmt(r['ap'])}; localisation on {loc.get('windows', 0)} "
           f"fake windows: pointing game {fmt(loc.get('pointing_game'))}, energy inside mask "
           f"{fmt(loc.get('energy_inside'))} (mask area {fmt(loc.get('mask_area'))}) -> {metrics}")
