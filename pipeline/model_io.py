@@ -54,6 +54,6 @@ def load_joint_head(path: str | Path, device: torch.device | str = "cpu"):
         raise ValueError(f"{path}: no jointly trained relation head stored (missing {', '.join(missing)}); "
                          f"re-run train_encoder")
     head = build_relation(meta["out_dim"], meta["heads"], RelationParams(**meta["head"]),
-                          MaskParams(**meta["head_mask"]))
+                          EdgeMasking.from_config(meta["head_mask"]))
     head.load_state_dict(meta["head_state_dict"])
     return head.to(device).eval(), meta

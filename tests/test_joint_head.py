@@ -56,9 +56,11 @@ def work(tmp_path_factory):
             for split, n in (("train", 16), ("val", 8), ("test", 8)) for i in range(n)]
     crops = write_crop_dir(root / "crops", vids)
     p = _params(head="joint")
-    res = train_encoder(p, crops, root / "run")
-    atomic_torch_save(encoder_payload(p, res), root / "encoder.pt")
-    cache_features(p, str(crops), root / "encoder.pt", root / "features.h5")
+    res = train_encoder(p.encoder, p.clip, p.train_encoder, crops, root / "run", seed=p.seed, device=p.device,
+                        image_size=p.crop.image_size)
+    atomic_torch_save(encoder_payload(res, p.crop), root / "encoder.pt")
+    cache_features(str(crops), root / "encoder.pt", root / "features.h5", seed=p.seed, device=p.device,
+                   batch_size=p.train_encoder.batch_size, num_workers=p.train_encoder.num_workers)
     return p, res, root, crops
 
 
