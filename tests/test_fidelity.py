@@ -57,7 +57,8 @@ def test_training_forward_feeds_the_cell_eta_times_E_with_kept_entries_equal_to_
     (in the model's masking rather than in ``random_mask``) doubles them at p = 0.5 and fails here."""
     torch.manual_seed(0)
     rate = 0.5
-    model = build_model(_params(strategy, rate)).train()
+    p = _params(strategy, rate)
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).train()
     seen = _capture_adjacency(model)
     model(torch.rand(2, 3, 8, 32, 32))
     assert len(seen) >= 1, "the relation cell was not called with an N x N adjacency"
@@ -145,7 +146,7 @@ def test_minimal_masking_masked_entries_get_no_gradient_and_keep_their_initial_v
     torch.manual_seed(0)
     rate = 0.5
     p = _params("minimal", rate)
-    model = build_model(p).train()
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).train()
     e = _edges(model)
     opt, _ = make_optimizer(model, p.train_encoder)
     e0 = e.detach().clone()
