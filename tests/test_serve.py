@@ -375,7 +375,12 @@ def test_serve_refuses_a_pickle_unasked_and_knows_loopback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--trust-pickle" in err and "weights_only" in err
     assert main(["serve", "--encoder", str(tmp_path / "none.pt")]) == 2
-    assert f"serve: cannot load the model: {tmp_path / 'none.pt'}: model file not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"serve: cannot load the model: {tmp_path / 'none.pt'}: model file not found" in err
+    assert "warning: listening on" not in err
+    assert main(["serve", "--host", "0.0.0.0", "--encoder", str(tmp_path / "none.pt")]) == 2
+    assert ("serve: warning: listening on 0.0.0.0, not on this machine only: anyone who can reach it can upload "
+            "videos and read every result") in capsys.readouterr().err
     assert all(is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "127.0.0.2"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.10"))
 
@@ -390,3 +395,206 @@ def test_the_page_escapes_what_it_shows_and_loads_nothing_from_elsewhere():
     assert "document.write" not in js and "eval(" not in js
     for text in (js, html, (STATIC / "style.css").read_text()):
         assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") and "https://" not in text
+
+
+# --------------------------------------------------------------------------- the page in a browser (slow)
+def _train_small_model(project: Path) -> Path:
+    """A tiny MRL model trained here by the encoder stage's own code (pipeline.learning.encoder) on generated
+    clips (tests/test_learning.py's flicker task), saved as the pipeline saves it: models/encoder.pt, and its
+    jointly trained relation head as models/relation.pt (the relation stage's file format)."""
+    import torch
+
+    from feature_cache import sha256_file
+    from helpers import write_crop_dir
+    from pipeline.learning.encoder import encoder_payload, train_encoder
+    from pipeline.runtime import atomic_torch_save
+    from test_learning import _clip
+
+    rng = np.random.default_rng(0)
+    crops = write_crop_dir(project / "crops", [(split, "flicker" if i % 2 else "real", i % 2, _clip(rng, bool(i % 2)))
+                                               for split, n in (("train", 16), ("val", 8)) for i in range(n)])
+    raw = json.loads(json.dumps(TINY))
+    raw.update(seed=0, device="cpu")
+    raw["train_encoder"] = {"epochs": 3, "batch_size": 8, "lr": 3e-3, "relation": {"hidden": 8, "mlp_hidden": 8}}
+    p = parse_params(raw)
+    torch.set_num_threads(2)
+    res = train_encoder(p, crops, project / "run")
+    models = project / "models"
+    models.mkdir()
+    payload = encoder_payload(p, res)
+    atomic_torch_save(payload, models / "encoder.pt")
+    atomic_torch_save({"format": "mrl-relation/1", "state_dict": payload["head_state_dict"],
+                       "in_dim": payload["out_dim"], "heads": p.encoder.heads, "snippets": p.clip.snippets,
+                       "relation": p.train_encoder.relation.model_dump(), "mask": p.train_encoder.mask.model_dump(),
+                       "threshold": 0.5, "encoder_sha256": sha256_file(models / "encoder.pt"),
+                       "best_epoch": payload["best_epoch"]}, models / "relation.pt")
+    return models
+
+
+def _card_files(project: Path) -> dict:
+    """metrics/evaluate.json (the fixture's numbers, in evaluate's format) and the dvc.lock entry that ties it
+    to the model files, so the page has a test AUC to show."""
+    import hashlib
+
+    import yaml
+
+    test = {"auc": 0.8214, "auc_ci_low": 0.5536, "auc_ci_high": 1.0, "ci": 0.95, "n": 16}   # no rounding ties
+    (project / "metrics").mkdir()
+    (project / "metrics" / "evaluate.json").write_text(json.dumps({"test": test}))
+    md5 = lambda p: hashlib.md5((project / p).read_bytes()).hexdigest()  # noqa: E731
+    (project / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"evaluate": {
+        "cmd": "python -m pipeline.stages.evaluate",
+        "deps": [{"path": p, "md5": md5(p)} for p in ("models/encoder.pt", "models/relation.pt")],
+        "outs": [{"path": "metrics/evaluate.json", "md5": md5("metrics/evaluate.json")}]}}}))
+    return test
+
+
+class CDP:
+    """A minimal Chrome DevTools protocol client over one websocket (websocket-client)."""
+
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=120, suppress_origin=True)
+        self.n, self.events = 0, []
+
+    def call(self, method: str, **params):
+        self.n += 1
+        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.n:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def eval(self, expr: str):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"{expr}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def wait(self, expr: str, timeout: float = 180):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            v = self.eval(expr)
+            if v:
+                return v
+            time.sleep(0.25)
+        raise AssertionError(f"not true after {timeout} s: {expr}")
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[:3]} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            time.sleep(0.3)
+    pytest.fail(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_the_page_in_headless_chromium_shows_what_mrl_detect_says(tmp_path):
+    from pipeline.ingest.video import read_frames, write_video
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed: apt-get install -y chromium (.ci/run does it)"
+    project = tmp_path / "project"
+    project.mkdir()
+    _train_small_model(project)
+    card = _card_files(project)
+    name = "<img src=x onerror=alert(1)>.mp4"                      # a file name the page must not interpret
+    video = write_video(tmp_path / name, read_frames(_sources()["carphone_pristine.mp4"], max_frames=48), fps=30)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+    det = subprocess.run([sys.executable, "-m", "pipeline.cli", "detect", str(video), "--out", str(tmp_path / "det.json"),
+                          "--device", "cpu", "--no-progress"], cwd=project, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert det.returncode == 0, det.stderr
+    ref = json.loads((tmp_path / "det.json").read_text())["videos"][0]
+    assert ref["status"] == "ok" and ref["n_windows"] == 6
+
+    port, cport = _free_port(), _free_port()
+    slog, clog = tmp_path / "serve.log", tmp_path / "chromium.log"
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port), "--device", "cpu"],
+                              cwd=project, env=env, stdout=open(slog, "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    browser = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base}/api/health", server, slog)
+        browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                                    "--disable-background-networking", "--no-first-run", "--disable-extensions",
+                                    f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1000",
+                                    f"--remote-debugging-port={cport}", "--remote-allow-origins=*", "about:blank"],
+                                   stdout=open(clog, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_http(f"http://127.0.0.1:{cport}/json/version", browser, clog)
+        page = next(t for t in requests.get(f"http://127.0.0.1:{cport}/json/list", timeout=10).json()
+                    if t["type"] == "page")
+        cdp = CDP(page["webSocketDebuggerUrl"])
+        cdp.call("Page.enable")
+        cdp.call("Page.navigate", url=f"{base}/")
+        cdp.wait("document.readyState === 'complete' && document.getElementById('model-line').textContent"
+                 ".startsWith('Model:')")
+        assert "test AUC 0.821 [0.554, 1.000] (95 % interval, 16 test videos)" in cdp.eval(
+            "document.getElementById('model-line').textContent")
+
+        # pick the file on the page's file input, as a user does; the page uploads it and follows the job
+        root = cdp.call("DOM.getDocument")["root"]["nodeId"]
+        node = cdp.call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+        cdp.call("DOM.setFileInputFiles", nodeId=node, files=[str(video)])
+        cdp.wait("!document.getElementById('progress-box').hidden || !document.getElementById('result').hidden", 30)
+        cdp.wait("!document.getElementById('result').hidden && document.getElementById('verdict').textContent")
+        cdp.wait("[...document.querySelectorAll('#heatmaps img')].every(i => i.complete && i.naturalWidth > 0)", 30)
+        cdp.wait("document.querySelectorAll('#history tbody tr').length === 1", 30)
+        shown = cdp.eval("""(() => { const t = (id) => document.getElementById(id).textContent; return {
+            verdict: t('verdict'), score: t('score'), threshold: t('threshold'), windows: t('n-windows'),
+            file: t('result-file'), auc: t('model-auc'), error: document.getElementById('error').hidden,
+            probs: [...document.querySelectorAll('#chart rect.win')].map(r => r.getAttribute('data-prob')),
+            heat: document.querySelectorAll('#heatmaps img').length,
+            json: document.getElementById('dl-json').getAttribute('href'),
+            injected: document.querySelectorAll('#result-file *, #history td *, img[src="x"]').length,
+            history: document.querySelector('#history tbody tr td').textContent}; })()""")
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "serve_page.png"
+        size = cdp.call("Page.getLayoutMetrics")["cssContentSize"]
+        png = cdp.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                       clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+        shot.write_bytes(base64.b64decode(png["data"]))
+
+        # the numbers on the page are mrl detect's for the same file
+        assert shown["verdict"] == ref["decision"].upper()
+        assert shown["score"] == f"{ref['score']:.4f}"
+        assert shown["threshold"] == f"{ref['threshold']:.4f} (model (validation EER))"
+        assert shown["windows"] == str(ref["n_windows"])
+        assert [float(p) for p in shown["probs"]] == [w["prob"] for w in ref["windows"]]
+        assert shown["auc"] == f"{card['auc']:.3f} [{card['auc_ci_low']:.3f}, {card['auc_ci_high']:.3f}] (95 % interval, 16 test videos)"
+        assert shown["heat"] == 3 * 2                                   # 3 windows (the default) x T = 2 snippets
+        assert shown["error"] is True
+        # the file name is shown as text, never as markup
+        assert shown["file"] == name and shown["history"] == name and shown["injected"] == 0
+        assert not [e for e in cdp.events if e.get("method") == "Page.javascriptDialogOpening"]
+        page_json = requests.get(base + shown["json"], timeout=10).json()["videos"][0]
+        assert page_json["score"] == ref["score"] and page_json["windows"] == ref["windows"]
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        cdp.ws.close()
+    finally:
+        if browser is not None:
+            _stop(browser)
+        _stop(server)
+    assert "open http://127.0.0.1:" in slog.read_text() and "warning: listening on" not in slog.read_text()

@@ -93,9 +93,12 @@ def create_app(model: LoadedModel, device: torch.device | str, card: dict, optio
             frac = min(done / total, 1.0) if total else 0.5
             job.phase, job.progress = phase, max(job.progress, lo + (hi - lo) * frac)
 
-        result = detect([upload], model, device, opts.threshold, opts.stride, opts.max_windows, opts.max_frames,
-                        jobdir / "heatmaps", progress=False, batch_size=opts.batch_size, on_progress=on_progress,
-                        heatmap_windows=opts.heatmap_windows)
+        try:
+            result = detect([upload], model, device, opts.threshold, opts.stride, opts.max_windows,
+                            opts.max_frames, jobdir / "heatmaps", progress=False, batch_size=opts.batch_size,
+                            on_progress=on_progress, heatmap_windows=opts.heatmap_windows)
+        except Exception as exc:         # said to the client without the server's paths
+            raise RuntimeError(_scrub(f"{type(exc).__name__}: {exc}", str(upload), job.filename)) from None
         job.phase = "writing"
         entry = result["videos"][0]
         heatmaps = {Path(p).name: Path(p) for p in entry["heatmaps"]}

@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         print("serve: --threshold must be in [0, 1]", file=sys.stderr)
         return 2
+    loopback = is_loopback(args.host)
+    if not loopback:
+        print(f"serve: warning: listening on {args.host}, not on this machine only: anyone who can reach it can "
+              f"upload videos and read every result; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
     try:
         device = resolve_device(args.device)
         model = _load(args, device)
@@ -67,13 +71,12 @@ def run(args: argparse.Namespace) -> int:
     for w in model.warnings:
         print(f"serve: warning: {w}", file=sys.stderr)
     card = model_card(model, args.metrics, args.lock, args.tracking_uri)
-    loopback = is_loopback(args.host)
-    if not loopback:
-        print(f"serve: warning: listening on {args.host}, not on this machine only: anyone who can reach it can "
-              f"upload videos and read every result; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
     opts = ServeOptions(args.max_upload_mb, args.queue, args.keep, args.heatmap_windows, args.threshold,
                         args.stride, args.max_windows, args.max_frames, args.batch_size,
-                        allowed_hosts=["127.0.0.1", "localhost", "[::1]", args.host] if loopback else None)
+                        # requests naming another host are refused (DNS rebinding); Starlette's check cannot
+                        # parse IPv6 Host headers, so it is left out for an IPv6 address
+                        allowed_hosts=["127.0.0.1", "localhost", args.host] if loopback and ":" not in args.host
+                        else None)
     app = create_app(model, device, card, opts)
     auc = card["test_auc"]
     said = (f"test AUC {auc:.3f}" + (f" [{card['auc_ci'][0]:.3f}, {card['auc_ci'][1]:.3f}]" if card["auc_ci"] else "")

@@ -1,5 +1,5 @@
-// The page of `mrl serve`. Every string from the server or the user is shown with textContent (never
-// innerHTML); elements are built with createElement / createElementNS. No library, no network but this server.
+// The page of `mrl serve`. Every string from the server or the user is shown with textContent (never parsed
+// as markup); elements are built with createElement / createElementNS. No library, no network but this server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
