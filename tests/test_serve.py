@@ -315,10 +315,13 @@ def test_a_full_queue_answers_429_with_a_clear_message(work):
     try:
         a = s.post(work["long"])                                   # runs for seconds (160 frames of MTCNN)
         assert a.status_code == 202
-        for _ in range(100):                                       # wait until the worker has taken it
+        t0 = time.time()
+        while time.time() - t0 < 60:                               # wait until the worker has taken it
             if requests.get(f"{s.base}/api/jobs/{a.json()['id']}", timeout=10).json()["status"] == "running":
                 break
             time.sleep(0.05)
+        else:
+            pytest.fail("the worker did not start the first job within 60 s")
         b = s.post(work["face"])                                   # the one place in the queue
         assert b.status_code == 202 and b.json()["ahead"] == 1
         c = s.post(work["face"])
@@ -510,6 +513,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_the_page_in_headless_chromium_shows_what_mrl_detect_says(tmp_path):
+    from PIL import Image
+
     from pipeline.ingest.video import read_frames, write_video
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -592,6 +597,15 @@ def test_the_page_in_headless_chromium_shows_what_mrl_detect_says(tmp_path):
         page_json = requests.get(base + shown["json"], timeout=10).json()["videos"][0]
         assert page_json["score"] == ref["score"] and page_json["windows"] == ref["windows"]
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # a video without a face: the page says why, in mrl detect's words, and the history lists it too
+        noface = write_video(tmp_path / "noface.mp4", [np.asarray(Image.fromarray(f).resize((240, 136)))
+                                                     for f in read_frames(_sources()["no_face.mp4"], max_frames=10)])
+        cdp.call("DOM.setFileInputFiles", nodeId=node, files=[str(noface)])
+        msg = cdp.wait("!document.getElementById('error').hidden && document.getElementById('error').textContent")
+        assert msg == "noface.mp4 cannot be scored: no face found in noface.mp4 (10 frames read)"
+        assert cdp.eval("document.getElementById('verdict').textContent") == "not scored"
+        cdp.wait("document.querySelectorAll('#history tbody tr').length === 2", 30)
         cdp.ws.close()
     finally:
         if browser is not None:
