@@ -1,6 +1,7 @@
 """The ``mrl`` command (``pyproject.toml``: ``mrl = "pipeline.cli:main"``; also ``python -m pipeline.cli``).
 
     mrl detect VIDEO_OR_FOLDER [...] [options]     score videos, optionally with Grad-CAM heatmaps
+    mrl serve [--port 8000] [options]             a local web page (and API) that scores uploaded videos
     mrl results                                   where the last run's results are, and how to open MLflow
 
 The DVC stages keep their own entry points (``python -m pipeline.stages.<stage>``, run by ``dvc repro``).
@@ -19,7 +20,7 @@ from pipeline import paths
 from pipeline.scoring.detect import cli as detect
 from pipeline.tracking import tracking_uri
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "add_serve_arguments", "serve", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +30,62 @@ def build_parser() -> argparse.ArgumentParser:
                        description=detect.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     detect.add_arguments(d)
     d.set_defaults(func=detect.run)
+    s = sub.add_parser("serve", help="a local web page (and HTTP API) that scores uploaded videos",
+                       description=SERVE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_serve_arguments(s)
+    s.set_defaults(func=serve)
     r = sub.add_parser("results", help="where the results of the last run are, and how to open the MLflow UI")
     r.set_defaults(func=results)
     return ap
+
+
+SERVE_DESCRIPTION = """A local web page for detection: drop a video, see the verdict, the per-window scores over the
+timeline and the Grad-CAM maps of the most suspicious windows; download the JSON and CSV `mrl detect` writes.
+The model is loaded as `mrl detect` loads it and every video is scored by `mrl detect`'s own functions.
+API under the page: POST /api/detect, GET /api/jobs/{id}, GET /api/health; OpenAPI docs at /docs.
+Bound to 127.0.0.1 unless --host says otherwise."""
+
+
+def add_serve_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``mrl serve``'s options (the model options and defaults are ``mrl detect``'s)."""
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
+    ap.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    m = ap.add_argument_group("model (default: the pipeline's model files, as mrl detect)")
+    m.add_argument("--encoder", default="models/encoder.pt", help="encoder file (default %(default)s)")
+    m.add_argument("--relation", default="models/relation.pt", help="relation file (default %(default)s)")
+    src = m.add_mutually_exclusive_group()
+    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model logged by an MLflow run (runs:/RUN_ID/model)")
+    src.add_argument("--mlflow-model", metavar="URI", help="a registered model, models:/NAME/VERSION or models:/NAME@ALIAS")
+    m.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading an MLflow model, which is a pickle: loading it runs code from the file")
+    m.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the pipeline)")
+    m.add_argument("--params", default="params.yaml",
+                   help="fallback crop settings for model files that do not carry them (default %(default)s)")
+    m.add_argument("--metrics", default="metrics/evaluate.json",
+                   help="the evaluate stage's metrics, for the test AUC the page shows (default %(default)s)")
+    m.add_argument("--lock", default="dvc.lock",
+                   help="dvc.lock, which ties those metrics to the model files (default %(default)s)")
+    ap.add_argument("--max-upload-mb", type=float, default=200, help="largest video accepted (default %(default)s)")
+    ap.add_argument("--queue", type=int, default=4, help="videos that may wait while one is scored (default %(default)s)")
+    ap.add_argument("--keep", type=int, default=50, help="finished jobs kept in the history (default %(default)s)")
+    ap.add_argument("--heatmap-windows", type=int, default=3,
+                    help="Grad-CAM maps for this many of the highest-scored windows (default %(default)s)")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="decision threshold on the video score (default: the validation EER threshold of the model)")
+    ap.add_argument("--stride", type=int, default=None, help="frames between window starts (default: window length)")
+    ap.add_argument("--max-windows", type=int, default=None, help="at most this many windows per video (evenly spread)")
+    ap.add_argument("--max-frames", type=int, default=None, help="read at most this many frames per video")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    return ap
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``mrl serve``: FastAPI and uvicorn are imported here, by this command only."""
+    from pipeline.serving.server import run  # deferred on purpose: the web stack only for `mrl serve`
+
+    return run(args)
 
 
 def ui_url(uri: str, name: str = "mrl", base: str = "http://127.0.0.1:5000") -> str:

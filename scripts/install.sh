@@ -18,7 +18,7 @@ $PIP install -q --no-deps "torch-geometric-temporal==0.56.2"
 # dvc plots show: a page with vega inlined, so plots render offline (falls back to a CDN page without npm)
 "$VENV/bin/python" scripts/build_plots_template.py
 "$VENV/bin/python" -W ignore -c "
-import torch, facenet_pytorch, av, h5py, mlflow, dvc
+import torch, facenet_pytorch, av, h5py, mlflow, dvc, fastapi, uvicorn, python_multipart
 from graph_models.tgt_compat import import_tgt
 import_tgt()
 print('install: ok, torch', torch.__version__)"

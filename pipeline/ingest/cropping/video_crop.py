@@ -7,7 +7,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -89,7 +89,8 @@ def _resolve_mask(mask_path: str, video_path: str) -> Optional[Path]:
 
 def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detector: Optional[FaceDetector] = None,
                device: Optional[str] = "cpu", phash: Optional[str] = None,
-               writer: Optional[ThreadPoolExecutor] = None) -> dict:
+               writer: Optional[ThreadPoolExecutor] = None,
+               progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Crop one manifest row into ``out_path`` (always written, with zero windows when skipped).
 
     Returns the report: frames_read, frames_with_face, track_frames, segments, windows, skipped (reason naming
@@ -98,6 +99,9 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
     ``writer``: an executor that writes the HDF5 file off the critical path; the report then holds the
     write's :class:`~concurrent.futures.Future` under ``"_write"`` (:func:`_settle` waits for it). Without
     one the file is written before this returns.
+    
+    ``progress(frames_read, frames_expected)``: called for every frame of the face-detection pass (the long
+    part; ``frames_expected`` is the header's count, capped by ``crop.max_frames``, 0 when unknown).
     """
     t0 = time.time()
     cp = crop_params
@@ -157,9 +161,17 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
         detector = FaceDetector.from_params(cp, device=device)
     stats = ReadStats()
     kept = _FrameKeeper(KEEP_FRAMES_BYTES)
+    on_frame = kept.add
+    if progress is not None:
+        seen = [0]
+
+        def on_frame(frame: np.ndarray) -> None:
+            kept.add(frame)
+            seen[0] += 1
+            progress(seen[0], int(available or 0))
     try:
         det = detector.detect_stream(prefetch(iter_frames(path, max_frames=cp.max_frames, stats=stats)),
-                                     on_frame=kept.add)
+                                     on_frame=on_frame)
     except VideoError as exc:
         rep["skipped"] = f"unreadable: {exc}"
         return finish()

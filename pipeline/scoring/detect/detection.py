@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -25,10 +25,11 @@ from pipeline.scoring.explain import gradcam_windows, overlay
 from pipeline.scoring.inference import window_probs
 from pipeline.scoring.metrics import video_scores
 
-__all__ = ["DETECT_FORMAT", "VIDEO_EXTENSIONS", "find_videos", "detect_video", "write_heatmaps", "detect"]
+__all__ = ["DETECT_FORMAT", "VIDEO_EXTENSIONS", "ProgressFn", "find_videos", "detect_video", "write_heatmaps", "detect"]
 
 DETECT_FORMAT = "mrl-detect/1"
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
+ProgressFn = Callable[[str, int, int], None]   # (phase, done, total): see detect_video
 
 
 def find_videos(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
@@ -82,14 +83,15 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _crops_of(path: Path, model: LoadedModel, detector, workdir: Path, stride: Optional[int],
-              max_windows: Optional[int], max_frames: Optional[int]) -> tuple[dict, Optional[dict]]:
+              max_windows: Optional[int], max_frames: Optional[int],
+              progress: Optional[Callable[[int, int], None]] = None) -> tuple[dict, Optional[dict]]:
     """Run the crop stage's code on one file; returns (report, arrays or None when skipped)."""
     cp = model.crop.model_copy(update={"stride": stride, "max_windows_per_video": max_windows,
                                        "max_frames": max_frames, "compression": 0})
     row = {"dataset": "detect", "method": "input", "video_id": path.stem, "path": str(path), "label": 0,
            "split": "test", "identity": "", "source_id": "", "mask_path": "", "size_bytes": ""}
     out = workdir / "crop.h5"
-    rep = crop_video(row, model.frames, cp, out, detector=detector)
+    rep = crop_video(row, model.frames, cp, out, detector=detector, progress=progress)
     if rep.get("skipped"):
         return rep, None
     with h5py.File(out, "r") as f:
@@ -101,8 +103,13 @@ def _crops_of(path: Path, model: LoadedModel, detector, workdir: Path, stride: O
 def detect_video(path: str | Path, model: LoadedModel, device: torch.device, detector=None,
                  threshold: Optional[float] = None, stride: Optional[int] = None, max_windows: Optional[int] = None,
                  max_frames: Optional[int] = None, heatmap_dir: Optional[Path] = None, name: Optional[str] = None,
-                 batch_size: int = 8) -> dict:
-    """Score one video; returns its entry (``status`` ``"ok"`` or ``"skipped"`` with ``reason``)."""
+                 batch_size: int = 8, on_progress: Optional[ProgressFn] = None,
+                 heatmap_windows: Optional[int] = None) -> dict:
+    """Score one video; returns its entry (``status`` ``"ok"`` or ``"skipped"`` with ``reason``).
+
+    ``on_progress(phase, done, total)``: ``"crop"`` per frame of face detection (total: the header's frame
+    count, 0 when unknown), ``"score"`` (0 then 1 of 1), ``"heatmaps"`` per window drawn. ``heatmap_windows``:
+    draw the Grad-CAM maps of only this many windows, the highest scored (default: every window)."""
     t0 = time.time()
     path = Path(path)
     name = name or path.stem
@@ -120,7 +127,8 @@ def detect_video(path: str | Path, model: LoadedModel, device: torch.device, det
         detector = FaceDetector.from_params(model.crop, device=str(device))
     with tempfile.TemporaryDirectory(prefix="mrl-detect-") as tmp:
         try:
-            rep, arrays = _crops_of(path, model, detector, Path(tmp), stride, max_windows, max_frames)
+            crop_progress = None if on_progress is None else (lambda i, n: on_progress("crop", i, n))
+            rep, arrays = _crops_of(path, model, detector, Path(tmp), stride, max_windows, max_frames, crop_progress)
         except Exception as exc:  # one bad video never stops the others
             entry["reason"] = f"error while cropping {path}: {type(exc).__name__}: {exc}"
             entry["seconds"] = round(time.time() - t0, 3)
@@ -134,7 +142,11 @@ def detect_video(path: str | Path, model: LoadedModel, device: torch.device, det
         entry["seconds"] = round(time.time() - t0, 3)
         return entry
     clips, fidx = arrays["clips"], arrays["frame_index"]
+    if on_progress is not None:
+        on_progress("score", 0, 1)
     probs = window_probs(model.encoder, model.relation, clips, device, batch_size)
+    if on_progress is not None:
+        on_progress("score", 1, 1)
     wdf = pd.DataFrame({"dataset": "detect", "method": "input", "video_id": name, "window": np.arange(len(probs)),
                         "label": 0, "prob": probs})
     score = float(video_scores(wdf)["score"].iloc[0])
@@ -152,23 +164,29 @@ def detect_video(path: str | Path, model: LoadedModel, device: torch.device, det
         entry["warnings"].append(f"only {entry['frames_used']} of {entry['frames_read']} frames are in a scored "
                                  f"window (face track shorter than the video or frames left over)")
     if heatmap_dir is not None:
-        entry["heatmaps"] = write_heatmaps(model, clips, fidx, Path(heatmap_dir) / name, device, batch_size=4)
+        chosen = None if heatmap_windows is None else sorted(np.argsort(-probs, kind="stable")[:heatmap_windows])
+        entry["heatmaps"] = write_heatmaps(model, clips, fidx, Path(heatmap_dir) / name, device, batch_size=4,
+                                           windows=chosen, on_progress=on_progress)
     entry["seconds"] = round(time.time() - t0, 3)
     return entry
 
 
 def write_heatmaps(model: LoadedModel, clips: np.ndarray, frame_index: np.ndarray, out_dir: Path,
-                   device: torch.device, batch_size: int = 4) -> list[str]:
+                   device: torch.device, batch_size: int = 4, windows: Optional[Sequence[int]] = None,
+                   on_progress: Optional[ProgressFn] = None) -> list[str]:
     """Grad-CAM overlay PNGs, one per snippet: ``out_dir/w{window:03d}_s{snippet}_f{frame}.png`` (the heatmap
-    averaged over the snippet, drawn on its middle frame; crop size)."""
+    averaged over the snippet, drawn on its middle frame; crop size); of ``windows`` only (default: all)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     full = MRLModel(model.encoder, model.relation)
     D, paths = model.snippet_length, []
-    for i in range(0, len(clips), batch_size):
-        x = clip_to_tensor(torch.from_numpy(np.ascontiguousarray(clips[i:i + batch_size]))).to(device)
+    todo = list(range(len(clips))) if windows is None else [int(w) for w in windows]
+    for i in range(0, len(todo), batch_size):
+        batch = todo[i:i + batch_size]
+        x = clip_to_tensor(torch.from_numpy(np.ascontiguousarray(clips[batch]))).to(device)
         heat = gradcam_windows(full, x, per="snippet").numpy()
-        for b, h in enumerate(heat):
-            w = i + b
+        if on_progress is not None:
+            on_progress("heatmaps", i + len(batch), len(todo))
+        for w, h in zip(batch, heat):
             for t, ht in enumerate(h):
                 mid = t * D + D // 2
                 p = out_dir / f"w{w:03d}_s{t}_f{int(frame_index[w, mid]):06d}.png"
@@ -180,8 +198,10 @@ def write_heatmaps(model: LoadedModel, clips: np.ndarray, frame_index: np.ndarra
 def detect(inputs: Sequence[str | Path], model: LoadedModel, device: torch.device | str = "cpu",
            threshold: Optional[float] = None, stride: Optional[int] = None, max_windows: Optional[int] = None,
            max_frames: Optional[int] = None, heatmap_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
-           batch_size: int = 8) -> dict:
-    """Score every video of ``inputs`` (files and folders); returns the result document (:data:`DETECT_FORMAT`)."""
+           batch_size: int = 8, on_progress: Optional[ProgressFn] = None, heatmap_windows: Optional[int] = None
+           ) -> dict:
+    """Score every video of ``inputs`` (files and folders); returns the result document (:data:`DETECT_FORMAT`).
+    ``on_progress`` and ``heatmap_windows``: as :func:`detect_video` (``mrl serve`` uses them)."""
     device = torch.device(device)
     videos, folder = find_videos(inputs)
     names = _unique_names(videos)
@@ -192,7 +212,8 @@ def detect(inputs: Sequence[str | Path], model: LoadedModel, device: torch.devic
     for v, n in bar:
         bar.set_postfix_str(n, refresh=False)
         entries.append(detect_video(v, model, device, detector, threshold, stride, max_windows, max_frames,
-                                    Path(heatmap_dir) if heatmap_dir else None, n, batch_size))
+                                    Path(heatmap_dir) if heatmap_dir else None, n, batch_size, on_progress,
+                                    heatmap_windows))
     thr = threshold if threshold is not None else model.threshold
     return {"format": DETECT_FORMAT, "model": model.source, "crop": {k: v for k, v in model.crop.model_dump(mode="json").items()
                      if k not in ("out_dir", "compression")},
