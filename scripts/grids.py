@@ -290,6 +290,7 @@ def curve_report(exps: dict, out_dir: Path) -> list[str]:
     rows = []
     for exp, data in exps.items():
         enc = _metric(data, "metrics/train_encoder.json")
+        enc = enc.get("run") or enc  # the run's facts are nested under "run" (flat in older experiments)
         t = _metric(data, "metrics/evaluate.json").get("test", {})
         base = _metric(data, "metrics/baseline.json").get("test", {})
         k = (_params(data).get("data") or {}).get("train_identities")

@@ -37,18 +37,20 @@ def main(argv=None) -> None:
             res = train_encoder(p, p.crop.out_dir, run_dir, log_epoch_metrics if main_rank else (lambda m, e: None))
             if main_rank:  # rank 0 writes the outputs and logs
                 atomic_torch_save(encoder_payload(p, res), paths.ENCODER)
-                summary = {"best_epoch": res.fit.best_epoch, "epochs_run": len(res.fit.history) - res.fit.resumed_from,
-                           "seconds": round(time.time() - t0, 1), "train_windows": res.train_windows,
-                           "val_windows": res.val_windows, "mlflow_run_id": run.info.run_id,
-                           "train_videos": res.train_videos, "train_identities": res.train_identities,
-                           **best_val_metrics(res.fit)}
+                # top level: the selected epoch's validation metrics; the run's facts nested under "run"
+                summary = {"best_epoch": res.fit.best_epoch, **best_val_metrics(res.fit),
+                           "run": {"epochs_run": len(res.fit.history) - res.fit.resumed_from,
+                                   "seconds": round(time.time() - t0, 1), "train_windows": res.train_windows,
+                                   "val_windows": res.val_windows, "train_videos": res.train_videos,
+                                   "train_identities": res.train_identities}}
                 write_csv(pd.DataFrame(res.fit.history), plots)
                 write_json(summary, metrics)
                 log_final(run, summary, artifacts=[plots], model=res.model, run_dir=run_dir)
         dist.barrier()
     if main_rank:
         print(f"train_encoder: best epoch {summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, "
-              f"{summary['train_windows']} train / {summary['val_windows']} val windows, {summary['seconds']} s "
+              f"{summary['run']['train_windows']} train / {summary['run']['val_windows']} val windows, "
+              f"{summary['run']['seconds']} s "
               f"-> {paths.ENCODER}")
 
 

@@ -46,10 +46,11 @@ def main(argv=None) -> None:
                                  log_epoch_metrics if main_rank else (lambda m, e: None))
             if main_rank:  # rank 0 writes the outputs and logs
                 atomic_torch_save(relation_payload(p, res), paths.RELATION)
+                # top level: the selected epoch's validation metrics; the run's facts nested under "run"
                 summary = {"best_epoch": res.fit.best_epoch, "threshold": res.threshold,
-                           "seconds": round(time.time() - t0, 2), "train_windows": res.train_windows,
-                           "val_windows": res.val_windows, "mlflow_run_id": run.info.run_id,
-                           **{k: v for k, v in res.fit.best_metrics.items() if k.startswith("val_")}}
+                           **{k: v for k, v in res.fit.best_metrics.items() if k.startswith("val_")},
+                           "run": {"seconds": round(time.time() - t0, 2), "train_windows": res.train_windows,
+                                   "val_windows": res.val_windows}}
                 write_csv(pd.DataFrame(res.fit.history), plots)
                 write_json(summary, metrics)
                 log_final(run, summary, artifacts=[plots], model=res.model, run_dir=run_dir,
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
         dist.barrier()
     if main_rank:
         print(f"train_relation: {p.relation.cell}, mask {p.mask.strategy}@{p.mask.rate}: best epoch "
-              f"{summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, {summary['seconds']} s "
+              f"{summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, {summary['run']['seconds']} s "
               f"-> {paths.RELATION}")
 
 
