@@ -24,31 +24,35 @@ from pipeline import paths
 __all__ = ["build_parser", "main", "ui_url"]
 
 DETECT_DESCRIPTION = """\
-Score videos with a trained MRL model: each video gets a fake probability (the mean over its windows) and
-a verdict, optionally Grad-CAM heatmaps that show where the model looked.
+Score videos with a trained MRL model: each video gets a fake probability (the
+mean over its windows) and a verdict, and optionally Grad-CAM heatmaps that
+show where the model looked.
 
-Each video is cropped exactly as the training data was (face detection, tracking, square crops with the
-crop settings stored in the encoder file), cut into windows of the model's length, and scored by the
-encoder and relation learner as the evaluate stage scores the test set. A video is called fake when its
-score reaches the threshold (default: the validation EER threshold stored in the relation model).
-A broken, faceless or too short video is reported as skipped with the reason; the others go on."""
+Each video is cropped as the training data was (face detection, tracking,
+square crops with the crop settings stored in the encoder file), cut into
+windows of the model's length and scored as the evaluate stage scores the test
+set. A video is called fake when its score reaches the threshold (default: the
+validation EER threshold stored in the relation model). A broken, faceless or
+too short video is reported as skipped, with the reason; the others go on."""
 
 DETECT_EPILOG = """\
 examples:
-  mrl detect clip.mp4                                  the pipeline's model files (models/*.pt)
-  mrl detect videos/ --out detections --heatmaps maps  a folder, with Grad-CAM overlays
+  mrl detect clip.mp4                       the pipeline's models/*.pt
+  mrl detect videos/ --heatmaps maps        a folder, with Grad-CAM overlays
   mrl detect clip.mp4 --mlflow-run RUN_ID --trust-pickle
 
-which MLflow run holds a model (--mlflow-run):
-  the stage runs named train_relation (its relation learner, scored with --encoder, default
-  models/encoder.pt) and train_encoder (the encoder with the relation head trained with it), under the
-  experiment's parent run in the MLflow UI (`mrl results` prints its address). The ids of the runs that
-  made the current model files are in runs/train_relation/mlflow_run.json and
-  runs/train_encoder/mlflow_run.json. Runs made from committed outputs (tag mrl.restored_from, a stage
-  DVC skipped on this machine) hold no model: use the model files.
+which MLflow run holds a model (--mlflow-run RUN_ID):
+  the stage runs named train_relation (its relation learner, used with the
+  --encoder file) and train_encoder (the encoder with the relation head trained
+  with it), under the experiment's run in the MLflow UI (`mrl results` prints
+  its address). The runs that made the current model files are named in
+  runs/train_relation/mlflow_run.json and runs/train_encoder/mlflow_run.json.
+  A run made from committed outputs (tag mrl.restored_from: DVC did not run the
+  stage on this machine) holds no model: use the model files.
 
-safety: model files load with torch.load(weights_only=True), so no code in them runs; an MLflow model is a
-pickle (loading it runs code from the file) and needs --trust-pickle."""
+safety: model files load with torch.load(weights_only=True), so no code in them
+runs; an MLflow model is a pickle (loading it runs code from the file) and is
+refused without --trust-pickle."""
 
 
 def build_parser(command: Optional[str] = "detect") -> argparse.ArgumentParser:
