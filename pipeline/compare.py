@@ -164,8 +164,13 @@ def _other_files(rows: list[Row]) -> list[str]:
 
 def _render(header: list[str], body: list[list[str]], widths: list[int]) -> list[str]:
     """Fixed-width columns two spaces apart; a cell longer than its column wraps onto more lines."""
-    def lines_of(cells: list[str]) -> list[str]:
-        parts = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] for c, w in zip(cells, widths)]
+    def wrap(cell: str, w: int, first: bool) -> list[str]:
+        indent = " " * (len(cell) - len(cell.lstrip(" ")))  # an experiment under its commit stays indented
+        return textwrap.wrap(cell.strip(), w, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=first) or [""]
+
+    def lines_of(cells: list[str]) -> list[str]:  # names break at hyphens, params only between key=value pairs
+        parts = [wrap(c, w, i == 0) for i, (c, w) in enumerate(zip(cells, widths))]
         return ["  ".join(p[i].ljust(w) if i < len(p) else " " * w for p, w in zip(parts, widths)).rstrip()
                 for i in range(max(len(p) for p in parts))]
     out = lines_of(header) + ["  ".join("-" * w for w in widths)]
@@ -192,9 +197,9 @@ def table(rows: list[Row], width: int = 80) -> list[str]:
         body.append([name, " ".join(r.changed) or "-", auc, base] + extra)
     fixed = [max(len(header[i]), *(len(b[i]) for b in body)) if body else len(header[i])
              for i in range(2, len(header))]
-    name_w = min(max([len(header[0])] + [len(b[0]) for b in body]), 26)
-    params_w = max(12, width - name_w - sum(fixed) - 2 * (len(header) - 1))
-    return _render(header, body, [name_w, params_w] + fixed)
+    avail = width - sum(fixed) - 2 * (len(header) - 1)   # for the name and the params columns
+    name_w = min(max([len(header[0])] + [len(b[0]) for b in body]), 24, max(12, avail - 21))
+    return _render(header, body, [name_w, max(12, avail - name_w)] + fixed)
 
 
 def families_table(rows: list[Row], width: int = 80, cwd: Optional[Path] = None) -> list[str]:
