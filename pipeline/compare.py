@@ -113,15 +113,19 @@ class Row:
     changed: list = field(default_factory=list)
 
 
-def rows_of(show: list, patterns: Sequence[str] = ()) -> list[Row]:
-    """The rows of the comparison: the workspace, each baseline commit and its experiments (newest first,
-    as DVC lists them). ``patterns`` (shell globs) keep the experiments whose name matches one."""
+def rows_of(show: list, patterns: Sequence[str] = (), bare_commits: bool = True,
+            head_rev: Optional[str] = None) -> list[Row]:
+    """The rows of the comparison: the workspace (its changed params: against ``head_rev``, default the first
+    commit listed), each baseline commit and its experiments (as DVC lists them). ``patterns`` (shell globs)
+    keep the experiments whose name matches one; ``bare_commits=False`` leaves out the commits without an
+    experiment to show."""
     rows: list[Row] = []
+    commits = [b for b in show if b.get("rev") != "workspace" and isinstance(b.get("data"), dict)]
+    head = next((b for b in commits if head_rev and b.get("rev") == head_rev), commits[0] if commits else None)
     for base in show:
         data = base.get("data") if isinstance(base.get("data"), dict) else {}
         rev = base.get("rev") or ""
         if rev == "workspace":
-            head = next((b for b in show if b.get("rev") != "workspace" and isinstance(b.get("data"), dict)), None)
             changed = changed_params(params_of(data), params_of(head["data"])) if head else []
             rows.append(Row("workspace", "workspace", "done", data, changed))
             continue
@@ -139,6 +143,9 @@ def rows_of(show: list, patterns: Sequence[str] = ()) -> list[Row]:
                 state = "error"
             rows.append(Row(ename, "experiment", "done" if state == "success" else state, edata,
                             changed_params(params_of(edata), params_of(data)) if edata else []))
+    if not bare_commits:
+        rows = [r for i, r in enumerate(rows) if r.kind != "commit"
+                or (i + 1 < len(rows) and rows[i + 1].kind == "experiment")]
     return rows
 
 
@@ -226,7 +233,8 @@ def families_table(rows: list[Row], width: int = 80, cwd: Optional[Path] = None)
 def compare(patterns: Sequence[str] = (), all_commits: bool = False, families: bool = False, width: int = 80,
             cwd: Optional[Path] = None) -> str:
     """The text ``mrl compare`` prints."""
-    rows = rows_of(exp_show(all_commits, cwd), patterns)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True).stdout.strip()
+    rows = rows_of(exp_show(all_commits, cwd), patterns, bare_commits=not (all_commits or patterns), head_rev=head)
     out = table(rows, width)
     if families:
         out += ["", "per fake family (test split):"] + families_table(rows, width, cwd)
