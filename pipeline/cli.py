@@ -101,8 +101,9 @@ def ui_url(uri: str, name: str = "mrl", base: str = "http://127.0.0.1:5000") -> 
                 (exp_id, f"mlflow.sharedViewState.{VIEW_KEY}")).fetchone() is not None
     if exp_id is None:
         return base
-    return f"{base}/#/experiments/{exp_id}?workflowType=machine_learning" + (f"&viewStateShareKey={VIEW_KEY}"
-                                                                             if view else "")
+    # the runs route itself: /#/experiments/<id> redirects there and drops the viewStateShareKey parameter
+    return f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning" + (f"&viewStateShareKey={VIEW_KEY}"
+                                                                                  if view else "")
 
 
 VIEW_KEY = "mrl"  # = pipeline.tracking.VIEW_KEY (not imported: importing tracking costs this module's startup)

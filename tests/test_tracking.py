@@ -264,5 +264,19 @@ def test_the_experiment_view_shows_test_auc_baseline_and_the_params_that_differ(
     from pipeline.cli import ui_url
 
     url = ui_url(os.environ["MLFLOW_TRACKING_URI"], base="http://127.0.0.1:5001")
-    assert url == f"http://127.0.0.1:5001/#/experiments/{exp.experiment_id}?workflowType=machine_learning" \
+    assert url == f"http://127.0.0.1:5001/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" \
                   f"&viewStateShareKey={VIEW_KEY}"
+
+
+def test_a_logged_model_prints_no_pickle_warning_and_is_in_the_run(store, capfd):
+    import torch
+
+    client, params = store
+    with start_run("train_relation", params, params.mlflow) as run:
+        log_final(run, {"val_auc": 0.6}, model=torch.nn.Linear(2, 2))
+    err = capfd.readouterr().err
+    assert "Pickle" not in err, err[-2000:]       # MLflow's warning at every logged model (why: the README)
+    assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    import logging
+
+    assert logging.getLogger("mlflow.pytorch").filters == []  # the filter is gone after the model is logged
