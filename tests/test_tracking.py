@@ -276,7 +276,11 @@ def test_a_logged_model_prints_no_pickle_warning_and_is_in_the_run(store, capfd)
         log_final(run, {"val_auc": 0.6}, model=torch.nn.Linear(2, 2))
     err = capfd.readouterr().err
     assert "Pickle" not in err, err[-2000:]       # MLflow's warning at every logged model (why: the README)
-    assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
     import logging
+
+    import mlflow.pytorch
+
+    loaded = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")  # as `mrl detect --mlflow-run` loads it
+    assert isinstance(loaded, torch.nn.Linear) and loaded.weight.shape == (2, 2)
 
     assert logging.getLogger("mlflow.pytorch").filters == []  # the filter is gone after the model is logged
