@@ -90,7 +90,8 @@ def main(argv=None) -> None:
                 except OSError:
                     time.sleep(0.5)
             _shot(chromium, ui_url(uri, args.experiment, base), out / "mlflow_runs.png", "1900,700")
-            query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps([str(exp_id[0])])})
+            query = urllib.parse.urlencode({"runs": json.dumps(runs), "experiments": json.dumps([str(exp_id[0])]),
+                                            "workflowType": "machine_learning"})
             _shot(chromium, f"{base}/#/compare-runs?{query}", out / "mlflow_compare.png", "1900,1100")
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
