@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["DEMO_DIR", "LISTING", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
+           "METRICS_DIR",
            "STAGES", "run_dir", "run_record", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS"]
 
 # data
@@ -28,10 +29,12 @@ RELATION = Path("models/relation.pt")        # train_relation: masked edges + GC
 SCORES = Path("reports/video_scores.csv")    # evaluate: one row per test video
 ROC_JSON = Path("plots/roc.json")
 ROC_PNG = Path("plots/roc.png")
+METRICS_DIR = Path("metrics")                # every stage's metrics/<stage>.json (read whole by `track`)
 
-#: The DVC stages in pipeline order (``baseline`` is a side branch off ``crop``); ``pipeline/stages/<name>.py``
-#: is each one's entry point.
-STAGES = ("demo", "scan", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline")
+#: The DVC stages in pipeline order (``baseline`` is a side branch off ``crop``; ``track``, always run, comes
+#: after every stage that writes metrics); ``pipeline/stages/<name>.py`` is each one's entry point.
+STAGES = ("demo", "scan", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline",
+          "track")
 
 
 def run_dir(stage: str) -> Path:
@@ -49,7 +52,7 @@ def run_record(stage: str) -> Path:
 
 
 def metrics_file(stage: str) -> Path:
-    return Path("metrics") / f"{stage}.json"
+    return METRICS_DIR / f"{stage}.json"
 
 
 def plots_file(stage: str) -> Path:
@@ -69,6 +72,7 @@ STAGE_OUTPUTS: dict[str, list[Path]] = {
                        plots_file("train_relation")],
     "evaluate": [SCORES, run_record("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
     "baseline": [metrics_file("baseline")],
+    "track": [],   # writes to the MLflow store only
 }
 
 #: The data and models each stage reads (its non-code deps in dvc.yaml).
@@ -82,4 +86,5 @@ STAGE_INPUTS: dict[str, list[Path]] = {
     "train_relation": [FEATURES, ENCODER],
     "evaluate": [RELATION, ENCODER, FEATURES, CROPS],
     "baseline": [CROPS],
+    "track": [METRICS_DIR],   # the folder: every stage writing a metrics file comes first, a new one included
 }

@@ -23,13 +23,15 @@ LogEpoch = Callable[[dict, int], None]
 
 def run_training_stage(stage: str, p: Any, *, model_path: Path, train: Callable[[Path, LogEpoch], Any],
                        payload: Callable[[Any], dict], summary: Callable[[Any], dict],
-                       run_tags: Optional[dict] = None, final_metrics: Optional[Callable[[Any], dict]] = None,
+                       run_facts: Optional[Callable[[Any], dict]] = None, run_tags: Optional[dict] = None, final_metrics: Optional[Callable[[Any], dict]] = None,
                        seconds_digits: int = 1) -> Optional[dict]:
     """Run training stage ``stage``; returns its summary on rank 0 (None on the other ranks).
 
     ``train(run_dir, log_epoch)`` returns a result with ``.fit`` (:class:`pipeline.learning.training.FitResult`)
     and ``.model``; ``payload(result)`` is the model file's dict, written to ``model_path``; ``summary(result)``
-    the stage's figures, to which ``seconds`` (since the session started) and ``mlflow_run_id`` are added.
+    the stage's figures (the top level of the metrics file), ``run_facts(result)`` the facts of this run,
+    nested under ``"run"`` with ``seconds`` (since the session started): DVC and `mrl compare` read the top
+    level, which stays small. Run ids are not written there (they mean nothing on another machine).
     ``p`` gives ``device`` and ``mlflow`` and is what MLflow logs as the run's params."""
     run_dir, metrics, plots = paths.run_dir(stage), paths.metrics_file(stage), paths.plots_file(stage)
     out = None
@@ -41,8 +43,8 @@ def run_training_stage(stage: str, p: Any, *, model_path: Path, train: Callable[
             res = train(run_dir, log_epoch_metrics if main_rank else (lambda m, e: None))
             if main_rank:  # rank 0 writes the outputs and logs
                 atomic_torch_save(payload(res), model_path)
-                out = {**summary(res), "seconds": round(time.time() - t0, seconds_digits),
-                       "mlflow_run_id": run.info.run_id}
+                out = {**summary(res), "run": {**(run_facts(res) if run_facts else {}),
+                                               "seconds": round(time.time() - t0, seconds_digits)}}
                 write_csv(pd.DataFrame(res.fit.history), plots)
                 write_json(out, metrics)
                 log_final(run, out, artifacts=[plots], model=res.model, run_dir=run_dir,

@@ -87,8 +87,8 @@ def fit_baseline(table: pd.DataFrame, seed: int = 0, bootstrap: int = 1000, ci: 
         raise ValueError("baseline: the training split needs real and fake windows")
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
     model.fit(train[FEATURES].to_numpy(), train.label.to_numpy())
-    out: dict = {"features": FEATURES,
-                 "coefficients": dict(zip(FEATURES, model[-1].coef_[0].round(4).tolist()))}
+    out: dict = {"model": {"features": FEATURES,   # nested: the metrics file's top level is the results
+                           "coefficients": dict(zip(FEATURES, model[-1].coef_[0].round(4).tolist()))}}
     for split in ("train", "val", "test"):
         part = table[table.split == split]
         if part.empty:

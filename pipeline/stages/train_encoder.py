@@ -30,14 +30,14 @@ def main(argv=None) -> None:
                                                        seed=p.seed, device=p.device, image_size=p.crop.image_size,
                                                        log_epoch=log_epoch),
         payload=lambda res: encoder_payload(res, p.crop),
-        summary=lambda res: {"best_epoch": res.fit.best_epoch,
-                             "epochs_run": len(res.fit.history) - res.fit.resumed_from,
-                             "train_windows": res.train_windows, "val_windows": res.val_windows,
-                             "train_videos": res.train_videos, "train_identities": res.train_identities,
-                             **best_val_metrics(res.fit)})
+        summary=lambda res: {"best_epoch": res.fit.best_epoch, **best_val_metrics(res.fit)},
+        run_facts=lambda res: {"epochs_run": len(res.fit.history) - res.fit.resumed_from,
+                               "train_windows": res.train_windows, "val_windows": res.val_windows,
+                               "train_videos": res.train_videos, "train_identities": res.train_identities})
     if summary is not None:
         print(f"train_encoder: best epoch {summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, "
-              f"{summary['train_windows']} train / {summary['val_windows']} val windows, {summary['seconds']} s "
+              f"{summary['run']['train_windows']} train / {summary['run']['val_windows']} val windows, "
+              f"{summary['run']['seconds']} s "
               f"-> {paths.ENCODER}")
 
 

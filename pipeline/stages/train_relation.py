@@ -37,12 +37,12 @@ def main(argv=None) -> None:
                                                         log_epoch=log_epoch),
         payload=relation_payload,
         summary=lambda res: {"best_epoch": res.fit.best_epoch, "threshold": res.threshold,
-                             "train_windows": res.train_windows, "val_windows": res.val_windows,
                              **{k: v for k, v in res.fit.best_metrics.items() if k.startswith("val_")}},
+        run_facts=lambda res: {"train_windows": res.train_windows, "val_windows": res.val_windows},
         final_metrics=lambda res: {"threshold": res.threshold})
     if summary is not None:
         print(f"train_relation: {p.relation.cell}, mask {p.mask.strategy}@{p.mask.rate}: best epoch "
-              f"{summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, {summary['seconds']} s "
+              f"{summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, {summary['run']['seconds']} s "
               f"-> {paths.RELATION}")
 
 

@@ -37,7 +37,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     m.add_argument("--encoder", default="models/encoder.pt", help="encoder file (default %(default)s)")
     m.add_argument("--relation", default="models/relation.pt", help="relation file (default %(default)s)")
     src = m.add_mutually_exclusive_group()
-    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model logged by an MLflow run (runs:/RUN_ID/model)")
+    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model of a train_relation or train_encoder MLflow run (runs:/RUN_ID/model; see below)")
     src.add_argument("--mlflow-model", metavar="URI", help="a registered model, models:/NAME/VERSION or models:/NAME@ALIAS")
     m.add_argument("--trust-pickle", action="store_true",
                    help="allow loading an MLflow model, which is a pickle: loading it runs code from the file")
