@@ -15,7 +15,7 @@ from workspace import commit_all, make_workspace, run_dvc, stages_run
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = list(paths.STAGES)  # demo ... evaluate, then baseline
+ALL_STAGES = list(paths.STAGES)  # demo ... train_relation, baseline, peer, evaluate
 TINY = {
     "demo": {"frames": 16, "size": 96, "clips_per_source": 1, "crf": 20,
              "sources": ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",

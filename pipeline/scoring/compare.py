@@ -23,11 +23,11 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from pipeline.scoring.metrics import VIDEO_KEY, _arrays, _auc_rows, binary_metrics, bootstrap_auc
+from pipeline.scoring.metrics import VIDEO_KEY, _arrays, _auc_rows, binary_metrics, bootstrap_auc, breakdown
 
 __all__ = ["GROUP_COLUMNS", "PEOPLE_COLUMNS", "MIN_GROUP_PEOPLE", "ComparisonError", "paired_replicates",
            "paired_bootstrap", "read_scores", "compare_with", "video_identities", "read_people", "group_aucs",
-           "comparisons"]
+           "comparisons", "detector_summary"]
 
 PEOPLE_COLUMNS = ("identity", "age", "gender", "ethnicity")
 GROUP_COLUMNS = ("gender", "ethnicity")
@@ -126,6 +126,27 @@ def compare_with(videos: pd.DataFrame, other: pd.DataFrame, path: str | Path, n:
     if missing:
         out["note"] = f"{missing} of MRL's {len(videos)} test videos have no score in {path}; compared on the other {len(m)}"
     return out
+
+
+def detector_summary(videos: pd.DataFrame, identities: Optional[pd.DataFrame] = None, n: int = 1000,
+                 ci: float = 0.95, seed: int = 0) -> dict:
+    """The test metrics every detector reports alike (``metrics/baseline.json``, ``metrics/peer.json``):
+    ``test`` (``auc, auc_ci_low, auc_ci_high, n, n_fake, n_real, n_people``), ``test_per_method`` (each fake
+    family against all the reals of its dataset: AUC) and ``test_per_method_ci`` (its bootstrap interval).
+    ``videos``: one row per test video (key, ``label``, ``score``); ``identities``
+    (:func:`video_identities`) gives ``n_people`` (None without it)."""
+    y, s = _arrays(videos["label"], videos["score"])
+    m = binary_metrics(y, s)
+    lo, hi = bootstrap_auc(y, s, n, ci, seed) if n else (None, None)
+    people = None
+    if identities is not None:
+        ids = videos[list(VIDEO_KEY)].merge(identities, on=list(VIDEO_KEY), how="left")["identity"]
+        people = int(ids.replace("", np.nan).dropna().nunique())
+    per = breakdown(videos, "method", n_bootstrap=n, ci=ci, seed=seed) if len(videos) else {}
+    return {"test": {"auc": m["auc"], "auc_ci_low": lo, "auc_ci_high": hi, "n": m["n"], "n_fake": m["n_pos"],
+                     "n_real": m["n_neg"], "n_people": people},
+            "test_per_method": {k: v["auc"] for k, v in per.items()},
+            "test_per_method_ci": {k: v.get("auc_ci") for k, v in per.items()}}
 
 
 # --------------------------------------------------------------------------- groups of people
