@@ -146,3 +146,15 @@ def test_two_stages_starting_at_once_on_a_new_database_both_succeed(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("mrl").experiment_id])
     assert sorted(r.data.tags.get("stage", "parent") for r in runs) == ["evaluate", "parent", "train_relation"]
+
+
+def test_the_paired_differences_reach_mlflow_as_metrics():
+    from pipeline.tracking import evaluation_metrics
+    result = {"test": {"auc": 0.7, "n": 10}, "per_dataset": {}, "per_method": {}, "localisation": {},
+              "vs_baseline": {"diff": 0.05, "ci": [-0.1, 0.2], "p_above": 0.7},
+              "vs_peer": {"diff": None, "ci": None, "p_above": None}}
+    m = evaluation_metrics(result)
+    assert {k: v for k, v in m.items() if k.startswith("vs_")} == {
+        "vs_baseline.diff": 0.05, "vs_baseline.ci_low": -0.1, "vs_baseline.ci_high": 0.2, "vs_baseline.p_above": 0.7}
+    del result["vs_baseline"], result["vs_peer"]                 # an evaluate.json from before the comparisons
+    assert not any(k.startswith("vs_") for k in evaluation_metrics(result))
