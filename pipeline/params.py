@@ -282,7 +282,7 @@ class EvaluateParams(_Section):
     ci: float = Field(0.95, gt=0.0, lt=1.0)
     threshold: Optional[float] = Field(None, ge=0.0, le=1.0, description="null: chosen on validation (EER point)")
     groups: Optional[str] = Field(
-        None, description="a people file (CSV: identity,age,gender,ethnicity; identities as in the split files): "
+        "data/demo/people.csv", description="a people file (CSV: identity,age,gender,ethnicity; identities as in the split files): "
                           "test AUC per gender and ethnicity group in metrics/evaluate.json; null: none")
 
     @field_validator("groups")

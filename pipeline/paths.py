@@ -85,7 +85,7 @@ STAGE_INPUTS: dict[str, list[Path]] = {
     "train_encoder": [CROPS],
     "cache_features": [ENCODER, CROPS],
     "train_relation": [FEATURES, ENCODER],
-    "evaluate": [RELATION, ENCODER, FEATURES, CROPS, BASELINE_SCORES, PEER_SCORES],
+    "evaluate": [RELATION, ENCODER, FEATURES, CROPS, BASELINE_SCORES, PEER_SCORES, DEMO_DIR],  # DEMO_DIR: people.csv
     "baseline": [CROPS],
     "peer": [CROPS],  # and the videos named in the crop files (a changed video changes its crop file)
 }

@@ -80,7 +80,14 @@ def test_full_repro_runs_every_stage_and_writes_metrics(pipeline_run):
         assert c["auc_other"] == pytest.approx(other["test"]["auc"])
         assert c["diff"] == pytest.approx(test["auc"] - other["test"]["auc"])
         assert c["ci"][0] <= c["ci"][1] and 0.0 <= c["p_above"] <= 1.0
-    assert "groups" not in m                                   # evaluate.groups: null
+    # evaluate.groups defaults to the demo's people.csv (its London people): every test person counted once
+    g = m["groups"]
+    listed = set(pd.read_csv(ws / "data/demo/people.csv", dtype=str).identity)
+    idx = pd.read_csv(ws / "data/crops/index.csv", dtype=str, keep_default_na=False)
+    tested = set(idx[idx.split == "test"].identity)
+    assert g["file"] == "data/demo/people.csv" and listed == {"london_001", "london_002"}   # TINY's London people
+    assert sum(v["n_people"] for v in g["gender"].values()) == len(tested & listed)
+    assert g["unlisted"]["n_people"] == len(tested - listed)
 
 
 def test_mask_experiment_reruns_only_the_mask_stages(pipeline_run):
