@@ -180,6 +180,7 @@ def results(args: argparse.Namespace) -> int:
             b = json.loads(base.read_text()).get("test") or {}
             print(f"results: hand-made-features baseline, same split: test AUC {fmt(b.get('auc'))} "
                   f"[{fmt(b.get('auc_ci_low'))}, {fmt(b.get('auc_ci_high'))}]")
+        _print_peers(ev, fmt)
         tg = ev.get("targets")
         if tg:
             parts = [f"{k} {fmt(v['value'])} {'>=' if v['met'] else '<'} {v['target']}"
@@ -209,6 +210,28 @@ def compare(args: argparse.Namespace) -> int:
         print(f"mrl compare: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _print_peers(ev: dict, fmt) -> None:
+    """The published peer's test AUC, MRL's paired AUC differences (``vs_baseline``, ``vs_peer``) and the AUC
+    per group of people, when the files hold them."""
+    peer = paths.metrics_file("peer")
+    if peer.exists():
+        pm = json.loads(peer.read_text())
+        t = pm.get("test") or {}
+        print(f"results: published peer ({pm.get('weights', 'MesoNet')}, frozen), same split: test AUC "
+              f"{fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}]")
+    for name in ("baseline", "peer"):
+        c = ev.get(f"vs_{name}")
+        if c:
+            lo, hi = c.get("ci") or (None, None)
+            print(f"results: MRL - {name} (paired bootstrap on {c.get('n')} videos): AUC difference "
+                  f"{fmt(c.get('diff'))} [{fmt(lo)}, {fmt(hi)}], MRL ahead in {fmt(c.get('p_above'))} of resamples")
+    g = ev.get("groups")
+    if g:
+        for col in ("gender", "ethnicity"):
+            parts = [f"{v} {fmt(m.get('auc'))} ({m.get('n_people')} people)" for v, m in (g.get(col) or {}).items()]
+            print(f"results: test AUC per {col}: " + ", ".join(parts))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -362,8 +362,9 @@ def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model:
 
 
 def evaluation_metrics(result: dict) -> dict:
-    """The evaluate stage's MLflow metrics: ``test_*``, per dataset/method AUC (with its interval)/ACC/EER/AP,
-    localisation."""
+    """The evaluate stage's MLflow metrics: ``test_*``, per dataset/method AUC (with its interval)/ACC/EER/AP, localisation, and
+    the paired differences to the baseline and the peer (``vs_baseline.diff``, ``.ci_low``, ``.ci_high``,
+    ``.p_above``; ``vs_peer.*``)."""
     out = {f"test_{k}": float(v) for k, v in result["test"].items() if isinstance(v, (int, float)) and v is not None}
     for group in ("per_dataset", "per_method"):
         for name, m in result[group].items():
@@ -375,6 +376,11 @@ def evaluation_metrics(result: dict) -> dict:
     for name, m in (loc.get("per_method") or {}).items():
         out.update({f"localisation.{name}.{k}".replace(" ", "_"): float(m[k])
                     for k in ("pointing_game", "energy_inside") if m.get(k) is not None})
+    for name in ("vs_baseline", "vs_peer"):  # MRL minus the other detector, paired (pipeline.scoring.paired)
+        c = result.get(name) or {}
+        lo, hi = c.get("ci") or (None, None)
+        out.update({f"{name}.{k}": float(v) for k, v in (("diff", c.get("diff")), ("ci_low", lo), ("ci_high", hi),
+                                                        ("p_above", c.get("p_above"))) if v is not None})
     return out
 
 

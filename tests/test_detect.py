@@ -289,3 +289,26 @@ def test_a_folder_named_like_a_video_or_without_videos_is_reported_not_0_videos(
     (tmp_path / "empty").mkdir()
     assert main(["detect", str(tmp_path / "empty"), "--out", str(tmp_path / "r3"), *args]) == 1
     assert "a folder with no video file inside (looked for .3gp, .avi" in capsys.readouterr().out
+
+
+def test_mrl_results_prints_the_peer_the_paired_differences_and_the_groups(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "metrics").mkdir()
+    ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75},
+          "vs_baseline": {"diff": 0.1625, "ci": [-0.05, 0.375], "p_above": 0.912, "n": 12},
+          "vs_peer": {"diff": -0.0875, "ci": [-0.3, 0.125], "p_above": 0.2, "n": 12},
+          "groups": {"gender": {"female": {"auc": 0.75, "n_people": 6}, "male": {"auc": None, "n_people": 3}},
+                     "ethnicity": {"white": {"auc": 0.8, "n_people": 5}}}}
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(ev))
+    (tmp_path / "metrics" / "peer.json").write_text(json.dumps(
+        {"weights": "Meso4_DF", "test": {"auc": 0.9, "auc_ci_low": 0.7, "auc_ci_high": 1.0}}))
+    assert main(["results"]) == 0
+    out = capsys.readouterr().out
+    assert "published peer (Meso4_DF, frozen), same split: test AUC 0.900 [0.700, 1.000]" in out
+    assert ("MRL - baseline (paired bootstrap on 12 videos): AUC difference 0.163 [-0.050, 0.375], "
+            "MRL ahead in 0.912 of resamples") in out
+    assert "MRL - peer (paired bootstrap on 12 videos): AUC difference -0.087 [-0.300, 0.125]" in out
+    assert "test AUC per gender: female 0.750 (6 people), male n/a (3 people)" in out
+    assert "test AUC per ethnicity: white 0.800 (5 people)" in out

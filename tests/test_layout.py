@@ -15,7 +15,7 @@ from pipeline import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-PACKAGES = ("pipeline", "graph_models", "feature_cache")
+PACKAGES = ("pipeline", "graph_models", "feature_cache", "peer_models")
 # imports that may stay inside a function: heavy or optional on purpose, each marked where it happens
 DEFERRED = ("mlflow", "captum", "facenet_pytorch", "torch_geometric_temporal")
 # ... and per module: the shared helpers the always-run `scan` stage imports must not import torch at load;

@@ -12,14 +12,16 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
+import yaml
 
 from pipeline import paths
 from workspace import _env, commit_all, make_workspace, run_dvc, stages_run
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = list(paths.STAGES)  # demo ... evaluate, then baseline, then track (always)
+ALL_STAGES = list(paths.STAGES)  # demo ... train_relation, baseline, peer, evaluate, then track (always)
 TINY = {
     "demo": {"frames": 16, "size": 96, "clips_per_source": 1, "crf": 20,
              "sources": ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
@@ -90,6 +92,22 @@ def test_full_repro_runs_every_stage_and_writes_metrics(pipeline_run):
     assert crops["totals"]["windows"] > 0
     base = json.loads((ws / "metrics/baseline.json").read_text())
     assert base["test"]["n"] == test["n"] and 0.0 <= base["test"]["auc"] <= 1.0
+    peer = json.loads((ws / "metrics/peer.json").read_text())
+    assert peer["test"]["n"] == test["n"] and 0.0 <= peer["test"]["auc"] <= 1.0
+    for name, other in (("baseline", base), ("peer", peer)):  # MRL paired with each on the same test videos
+        c = m[f"vs_{name}"]
+        assert c["n"] == test["n"] and c["note"] is None and c["auc_mrl"] == test["auc"]
+        assert c["auc_other"] == pytest.approx(other["test"]["auc"])
+        assert c["diff"] == pytest.approx(test["auc"] - other["test"]["auc"])
+        assert c["ci"][0] <= c["ci"][1] and 0.0 <= c["p_above"] <= 1.0
+    # evaluate.groups defaults to the demo's people.csv (its London people): every test person counted once
+    g = m["groups"]
+    listed = set(pd.read_csv(ws / "data/demo/people.csv", dtype=str).identity)
+    idx = pd.read_csv(ws / "data/crops/index.csv", dtype=str, keep_default_na=False)
+    tested = set(idx[idx.split == "test"].identity)
+    assert g["file"] == "data/demo/people.csv" and listed == {"london_001", "london_002"}   # TINY's London people
+    assert sum(v["n_people"] for v in g["gender"].values()) == len(tested & listed)
+    assert g["unlisted"]["n_people"] == len(tested - listed)
 
 
 def test_mask_experiment_reruns_only_the_mask_stages(pipeline_run):
@@ -188,3 +206,35 @@ def test_fresh_clone_mlflow_has_every_result_though_dvc_skipped_stages(fresh_clo
     exp_id = client.get_experiment_by_name("mrl").experiment_id
     assert f"http://127.0.0.1:5123/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=mrl" \
         in res.stdout and "mrl compare" in res.stdout and "--port 5123" in res.stdout
+
+
+def test_evaluate_reports_the_auc_per_group_of_a_people_file(pipeline_run):
+    """Last in this file: it runs the evaluate stage once more (outside DVC) with evaluate.groups set."""
+    ws = pipeline_run[0]
+    idx = pd.read_csv(ws / "data/crops/index.csv", dtype=str, keep_default_na=False)
+    people = sorted(idx[idx.split == "test"].identity.unique())
+    assert len(people) >= 2
+    listed = people[:-1]                                        # the last test person is not in the file
+    pd.DataFrame({"identity": listed, "age": 30, "gender": "female",
+                  "ethnicity": ["white" if i % 2 else "black" for i in range(len(listed))]}).to_csv(
+        ws / "people.csv", index=False)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+
+    def run(groups):
+        (ws / "groups.yaml").write_text(yaml.safe_dump({**params, "evaluate": {**params["evaluate"], "groups": groups}}))
+        return subprocess.run([sys.executable, "-m", "pipeline.stages.evaluate", "--params", "groups.yaml"], cwd=ws,
+                              env=_env(), capture_output=True, text=True)
+
+    before = (ws / "metrics/evaluate.json").read_text()
+    res = run("nobody.csv")
+    assert res.returncode == 2 and "evaluate: FAILED: evaluate.groups: nobody.csv not found" in res.stderr
+    assert "Traceback" not in res.stderr and (ws / "metrics/evaluate.json").read_text() == before
+    res = run("people.csv")
+    assert res.returncode == 0, res.stderr[-3000:]
+    g = json.loads((ws / "metrics/evaluate.json").read_text())["groups"]
+    assert g["file"] == "people.csv" and g["min_people"] == 5
+    women = g["gender"]["female"]
+    assert women["n_people"] == len(listed) and women["n_videos"] == women["n_fake"] + women["n_real"]
+    assert (women["auc"] is None) == (len(listed) < 5)
+    assert g["unlisted"]["n_people"] == 1
+    assert sum(v["n_people"] for v in g["ethnicity"].values()) == len(listed)

@@ -284,3 +284,15 @@ def test_a_logged_model_prints_no_pickle_warning_and_is_in_the_run(store, capfd)
     assert isinstance(loaded, torch.nn.Linear) and loaded.weight.shape == (2, 2)
 
     assert logging.getLogger("mlflow.pytorch").filters == []  # the filter is gone after the model is logged
+
+
+def test_the_paired_differences_reach_mlflow_as_metrics():
+    from pipeline.tracking import evaluation_metrics
+    result = {"test": {"auc": 0.7, "n": 10}, "per_dataset": {}, "per_method": {}, "localisation": {},
+              "vs_baseline": {"diff": 0.05, "ci": [-0.1, 0.2], "p_above": 0.7},
+              "vs_peer": {"diff": None, "ci": None, "p_above": None}}
+    m = evaluation_metrics(result)
+    assert {k: v for k, v in m.items() if k.startswith("vs_")} == {
+        "vs_baseline.diff": 0.05, "vs_baseline.ci_low": -0.1, "vs_baseline.ci_high": 0.2, "vs_baseline.p_above": 0.7}
+    del result["vs_baseline"], result["vs_peer"]                 # an evaluate.json from before the comparisons
+    assert not any(k.startswith("vs_") for k in evaluation_metrics(result))
