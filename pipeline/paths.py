@@ -76,7 +76,6 @@ STAGE_OUTPUTS: dict[str, list[Path]] = {
     "evaluate": [SCORES, run_record("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
     "baseline": [metrics_file("baseline"), BASELINE_SCORES],
     "peer": [metrics_file("peer"), PEER_SCORES],
-    "baseline": [metrics_file("baseline")],
     "track": [],   # writes to the MLflow store only
 }
 
