@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _media import synthetic_crops  # noqa: E402
 from pipeline.ingest.clips import ClipDataset  # noqa: E402
-from pipeline.learning.distributed import seed_worker  # noqa: E402
+from pipeline.distributed import seed_worker  # noqa: E402
 
 
 def write_layout(src_root: Path, index: pd.DataFrame, dst: Path, per_frame: bool, level: int) -> int:

@@ -33,6 +33,7 @@ from pipeline.ingest import cropping  # noqa: E402
 from pipeline.ingest.faces import FaceDetector  # noqa: E402
 from pipeline.ingest.video import read_frames  # noqa: E402
 from pipeline.params import parse_params  # noqa: E402
+from pipeline.runtime import resolve_workers  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -111,7 +112,7 @@ def stage_speed(tmp: Path, args) -> list[dict]:
                              "crop": {"image_size": args.image_size, "out_dir": str(tmp / f"crops-{w}"),
                                       "detect_batch": args.batch, "detect_max_side": args.max_side,
                                       "num_workers": w if w == "auto" else int(w)}}).crop
-        workers = cropping.resolve_workers(crop.num_workers, args.device)
+        workers = resolve_workers(crop.num_workers, args.device)
         t = time.perf_counter()
         reps = cropping.process(rows, F, crop, device=args.device, progress=False)
         dt = time.perf_counter() - t

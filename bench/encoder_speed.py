@@ -64,7 +64,7 @@ def make_train_step(model, opt, x, y, te, device):
 
 def bench(size: str, batch: int, iters: int, device: torch.device, raw: Optional[dict] = None) -> dict:
     p = parse_params(raw or SIZES[size])
-    model = build_model(p).to(device)
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).to(device)
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-4)
     f, s = p.clip.frames, p.crop.image_size
     x = torch.rand(batch, 3, f, s, s, device=device)

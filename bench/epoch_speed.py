@@ -136,7 +136,7 @@ def main(argv=None) -> int:
             res["to_input (host->device, uint8->float)"] = sum(len(b["label"]) for b in batches) / (time.perf_counter() - t)
         if args.only_read:
             return _print(res)
-        model = build_model(p).to(device)
+        model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         y = batches[0]["label"].to(device).float()
         x = clip_batch_to_input(batches[0]["clip"], device)
@@ -160,7 +160,8 @@ def main(argv=None) -> int:
                 pe = stage_params(args.size, args.device, args.batch, w, args.epochs, crops)
                 if args.tiny:
                     pe = pe.model_copy(update={"clip": p.clip, "encoder": p.encoder})
-                out = train_encoder(pe, crops, tmp / f"run{w}")
+                out = train_encoder(pe.encoder, pe.clip, pe.train_encoder, crops, tmp / f"run{w}", seed=pe.seed,
+                                    device=pe.device, image_size=pe.crop.image_size)
                 secs = [h["seconds"] for h in out.fit.history]
                 res[f"epoch train_encoder workers={w} (train+val windows/s, last epoch)"] = (n_train + n_val) / secs[-1]
         return _print(res)

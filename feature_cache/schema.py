@@ -28,10 +28,11 @@ The key of a row is (dataset, method, video_id, window) and is unique in a file.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from pipeline.runtime import sha256_file  # the project's one file hash, handed on as feature_cache.sha256_file
 
 __all__ = [
     "SCHEMA_VERSION", "VERTICES", "LABEL", "WINDOW", "STRING_COLUMNS", "KEY_COLUMNS",
@@ -102,15 +103,6 @@ def content_digest(vertices_digest: bytes, label: np.ndarray, window: np.ndarray
 
 def _as_str(s: object) -> str:
     return s.decode("utf-8") if isinstance(s, bytes) else str(s)
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (e.g. an encoder checkpoint), read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk_size), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def iter_blocks(n: int, size: int) -> Iterable[slice]:

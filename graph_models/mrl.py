@@ -10,18 +10,18 @@ Algorithm 2 in shapes::
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
 from .backbones import build_backbone
 from .gconv_gru import adjacency, build_cell, nonnegative_edges
-from .masking import edge_mask
+from .masking import EdgeMasking
 from .sta import STA
 
 __all__ = ["EncoderOutput", "Encoder", "RelationLearner", "MRLModel", "build_encoder",
-           "build_relation", "build_model"]
+           "build_masking", "build_relation", "build_model"]
 
 
 class EncoderOutput(NamedTuple):
@@ -114,19 +114,14 @@ class Encoder(nn.Module):
 
 
 class RelationLearner(nn.Module):
-    """Masked relation learner: learnable edges ``E [N, N]``, masking, a relation cell over the
+    """Masked relation learner: learnable edges ``E [N, N]``, their masking, a relation cell over the
     snippets, and the graph classifier (flatten N*C' -> MLP -> one logit).
 
-    Args:
+    Args (the settings are required: their defaults are ``pipeline.params.RelationParams``'s, and live there):
         in_dim (int): C. heads (int): N. cell (nn.Module): see :func:`graph_models.gconv_gru.build_cell`.
+        masking (:class:`graph_models.masking.EdgeMasking`): strategy, rate, schedule and what evaluation
+            multiplies E by; ``self.masking`` is the only place these live.
         adjacency_mode: ``'raw'`` (paper) / ``'normalized'`` (authors' code) for the dense cells.
-        mask_strategy, mask_rate: Eq. 6 / 7 (``'none'`` off).
-        mask_in_inference: what evaluation multiplies E by. ``False``: nothing (the paper: the mask is a
-            training device); ``True``: a mask drawn as in training (RQ2 ablation); ``'expected'``: the
-            expected mask, ``E[eta]`` (minimal: the same deterministic mask as in training; random: 1 - p),
-            so evaluation sees the graph training saw.
-        mask_schedule: ``'step'`` draws a new mask at every training forward pass; ``'epoch'`` once per
-            epoch (Algorithm 2), renewed by :meth:`new_epoch`.
         edge_init: ``'gaussian'`` (Sec. III-C, ``E ~ N(0, 1)``), ``'ones'`` (every edge equal: minimal
             masking then keeps all of them until E has learnt an order) or ``'binary'`` (random 0/1, the
             authors' code).
@@ -140,20 +135,14 @@ class RelationLearner(nn.Module):
     ``forward(vertices [B, T, N, C]) -> logits [B]``.
     """
 
-    def __init__(self, in_dim: int, heads: int, cell: nn.Module, adjacency_mode: str = "raw",
-                 mask_strategy: str = "minimal", mask_rate: float = 0.5,
-                 mask_in_inference: Union[bool, str] = False, mlp_hidden: int = 256, dropout: float = 0.5,
-                 edge_init: str = "gaussian", mask_schedule: str = "step", input_norm: str = "none") -> None:
+    def __init__(self, in_dim: int, heads: int, cell: nn.Module, masking: EdgeMasking, *, adjacency_mode: str,
+                 mlp_hidden: int, dropout: float, edge_init: str, input_norm: str) -> None:
         super().__init__()
-        if mask_in_inference not in (False, True, "expected"):
-            raise ValueError(f"mask_in_inference must be False, True or 'expected', got {mask_in_inference!r}")
-        if mask_schedule not in ("step", "epoch"):
-            raise ValueError(f"mask_schedule must be 'step' or 'epoch', got {mask_schedule!r}")
+        if not isinstance(masking, EdgeMasking):
+            raise TypeError(f"masking must be a graph_models.masking.EdgeMasking, got {type(masking).__name__}")
         self.in_dim, self.heads, self.cell = in_dim, heads, cell
         self.adjacency_mode = adjacency_mode
-        self.mask_strategy, self.mask_rate, self.mask_in_inference = mask_strategy, mask_rate, mask_in_inference
-        self.mask_schedule, self.edge_init = mask_schedule, edge_init
-        self._epoch_mask: Optional[Tensor] = None
+        self.edge_init = edge_init
         if input_norm not in ("none", "batch"):
             raise ValueError(f"input_norm must be 'none' or 'batch', got {input_norm!r}")
         self.input_norm = nn.BatchNorm1d(heads * in_dim) if input_norm == "batch" else None
@@ -161,6 +150,7 @@ class RelationLearner(nn.Module):
         feat = heads * cell.out_channels
         self.classifier = nn.Sequential(nn.Linear(feat, mlp_hidden), nn.ReLU(inplace=True),
                                         nn.Dropout(dropout), nn.Linear(mlp_hidden, 1))
+        self.masking = masking
         self.reset_edges()
 
     def reset_edges(self) -> None:
@@ -174,11 +164,7 @@ class RelationLearner(nn.Module):
                 self.edges.copy_(torch.bernoulli(torch.full_like(self.edges, 0.5)))
             else:
                 raise ValueError(f"edge_init must be 'gaussian', 'ones' or 'binary', got {self.edge_init!r}")
-        self._epoch_mask = None
-
-    def new_epoch(self) -> None:
-        """Forget the epoch's mask (``mask_schedule='epoch'``); the next training forward draws a new one."""
-        self._epoch_mask = None
+        self.masking.new_epoch()
 
     @property
     def dense_cell(self) -> bool:
@@ -186,26 +172,11 @@ class RelationLearner(nn.Module):
 
     def edge_indicator(self) -> Optional[Tensor]:
         """The 0/1 (or expected) mask ``eta`` this forward pass multiplies E by; None for no masking."""
-        if self.mask_strategy == "none":
-            return None
-        if self.training:
-            if self.mask_schedule == "epoch":
-                if self._epoch_mask is None or self._epoch_mask.device != self.edges.device:
-                    self._epoch_mask = edge_mask(self.edges, self.mask_rate, self.mask_strategy)
-                return self._epoch_mask
-            return edge_mask(self.edges, self.mask_rate, self.mask_strategy)
-        if self.mask_in_inference is True:
-            return edge_mask(self.edges, self.mask_rate, self.mask_strategy)
-        if self.mask_in_inference == "expected":
-            if self.mask_strategy == "random":
-                return torch.full_like(self.edges.detach(), 1.0 - self.mask_rate)
-            return edge_mask(self.edges, self.mask_rate, self.mask_strategy)
-        return None
+        return self.masking.indicator(self.edges)
 
     def masked_edges(self) -> Tensor:
         """Eq. 1: ``eta * E`` (``E`` where :meth:`edge_indicator` is None)."""
-        eta = self.edge_indicator()
-        return self.edges if eta is None else self.edges * eta
+        return self.masking(self.edges)
 
     def normalize_input(self, vertices: Tensor) -> Tensor:
         """``input_norm='batch'``: BatchNorm of the ``N*C`` entries over batch and snippets; else unchanged."""
@@ -227,9 +198,20 @@ class RelationLearner(nn.Module):
         return self.classifier(self.relation_features(vertices).flatten(1)).squeeze(-1)
 
     def extra_repr(self) -> str:
-        return (f"heads={self.heads}, adjacency={self.adjacency_mode!r}, mask={self.mask_strategy!r}@"
-                f"{self.mask_rate}/{self.mask_schedule}, mask_in_inference={self.mask_in_inference}, "
-                f"edge_init={self.edge_init!r}, input_norm={'batch' if self.input_norm is not None else 'none'}")
+        return (f"heads={self.heads}, adjacency={self.adjacency_mode!r}, edge_init={self.edge_init!r}, "
+                f"input_norm={'batch' if self.input_norm is not None else 'none'}")
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling a learner pickled before :class:`EdgeMasking` existed (an MLflow model of an older run):
+        its four loose mask attributes become the ``masking`` module."""
+        old = ("mask_strategy", "mask_rate", "mask_schedule", "mask_in_inference")
+        if "masking" not in state.get("_modules", {}) and all(k in state for k in old):
+            masking = EdgeMasking(state.pop("mask_strategy"), state.pop("mask_rate"), state.pop("mask_schedule"),
+                                  state.pop("mask_in_inference"))
+            masking.train(state.get("training", False))
+            masking._epoch_mask = state.pop("_epoch_mask", None)
+            state["_modules"]["masking"] = masking
+        super().__setstate__(state)
 
 
 class MRLModel(nn.Module):
@@ -245,29 +227,33 @@ class MRLModel(nn.Module):
 
 
 def build_encoder(encoder, clip) -> Encoder:
-    """``Encoder`` from ``EncoderParams`` (backbone, pretrained, width, freeze_blocks, heads, sta, attention,
-    pooling) and ``ClipParams`` (snippet_length = D)."""
-    backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width,
-                              getattr(encoder, "freeze_blocks", 0))
+    """``Encoder`` from the ``encoder`` section (backbone, pretrained, width, freeze_blocks, heads, sta, attention,
+    pooling, input_filter) and the ``clip`` section (snippet_length = D) of ``pipeline.params``."""
+    backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width, encoder.freeze_blocks)
     sta = STA(backbone.out_channels, encoder.heads, attention=encoder.attention,
               pooling=encoder.pooling, enabled=encoder.sta)
-    return Encoder(backbone, sta, clip.snippet_length, getattr(encoder, "input_filter", "none"))
+    return Encoder(backbone, sta, clip.snippet_length, encoder.input_filter)
+
+
+def build_masking(mask) -> EdgeMasking:
+    """``EdgeMasking`` from a ``mask`` section (``MaskParams``: strategy, rate, schedule, in_inference)."""
+    return EdgeMasking(mask.strategy, mask.rate, mask.schedule, mask.in_inference)
 
 
 def build_relation(in_dim: int, heads: int, relation, mask) -> RelationLearner:
-    """``RelationLearner`` from ``RelationParams`` (cell, hidden, layers, adjacency, cheb_k,
-    mlp_hidden, dropout, edge_init) and ``MaskParams`` (strategy, rate, in_inference, schedule)."""
+    """``RelationLearner`` from a ``relation`` section (``RelationParams``: cell, hidden, layers, adjacency,
+    cheb_k, mlp_hidden, dropout, edge_init, input_norm) and a ``mask`` section (``MaskParams``), or the
+    :class:`EdgeMasking` itself (what a model file restores)."""
     cell = build_cell(relation.cell, in_dim, relation.hidden, relation.layers, relation.cheb_k)
-    return RelationLearner(in_dim, heads, cell, relation.adjacency, mask.strategy, mask.rate,
-                           mask.in_inference, relation.mlp_hidden, relation.dropout,
-                           getattr(relation, "edge_init", "gaussian"), getattr(mask, "schedule", "step"),
-                           getattr(relation, "input_norm", "none"))
+    masking = mask if isinstance(mask, EdgeMasking) else build_masking(mask)
+    return RelationLearner(in_dim, heads, cell, masking, adjacency_mode=relation.adjacency,
+                           mlp_hidden=relation.mlp_hidden, dropout=relation.dropout, edge_init=relation.edge_init,
+                           input_norm=relation.input_norm)
 
 
-def build_model(params) -> MRLModel:
-    """The jointly trained model from ``pipeline.params.Params``: ``params.encoder``,
-    ``params.clip``, ``params.train_encoder.relation`` and ``params.train_encoder.mask``."""
-    enc = build_encoder(params.encoder, params.clip)
-    rel = build_relation(enc.out_dim, params.encoder.heads, params.train_encoder.relation,
-                         params.train_encoder.mask)
+def build_model(encoder, clip, relation, mask) -> MRLModel:
+    """The jointly trained model from the sections it needs: ``encoder``, ``clip``, and the head's
+    ``relation`` and ``mask`` (the ``train_encoder.relation`` / ``train_encoder.mask`` sections)."""
+    enc = build_encoder(encoder, clip)
+    rel = build_relation(enc.out_dim, encoder.heads, relation, mask)
     return MRLModel(enc, rel)

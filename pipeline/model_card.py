@@ -4,7 +4,7 @@ A detector is only as good as the agreement between its training crops and the c
 time (image size, margin, detector resolution and thresholds, box smoothing, window length). The
 ``train_encoder`` stage stores them in ``models/encoder.pt`` under the key ``"crop"``::
 
-    payload["crop"] = crop_config_from_params(p)
+    payload["crop"] = crop_config_from_params(p.crop, p.clip)
 
 and :func:`crop_params_from_model` rebuilds :class:`~pipeline.params.CropParams` from it (falling back to
 a params file, with a warning, for model files written before the key existed).
@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pipeline.ingest.cropping import params_hash
-from pipeline.params import ClipParams, CropParams, Params, load_params
+from pipeline.ingest.crop_settings import params_hash
+from pipeline.params import ClipParams, CropParams, load_params
 
 __all__ = ["CROP_CONFIG_FORMAT", "crop_config_from_params", "crop_params_from_config", "crop_params_from_model"]
 
@@ -28,11 +28,12 @@ CROP_CONFIG_FORMAT = "mrl-crop/1"
 _NOT_STORED = {"out_dir", "compression", "num_workers"}
 
 
-def crop_config_from_params(p: Params) -> dict:
-    """The crop settings of ``p`` as a JSON-able dict to store in a model file (see module docstring)."""
-    cfg = {k: v for k, v in p.crop.model_dump(mode="json").items() if k not in _NOT_STORED}
-    cfg.update(format=CROP_CONFIG_FORMAT, clip_frames=int(p.clip.frames), snippet_length=int(p.clip.snippet_length),
-               params_hash=params_hash(p.clip.frames, p.crop))
+def crop_config_from_params(crop: CropParams, clip: ClipParams) -> dict:
+    """The ``crop`` section (and the window length of the ``clip`` section) as a JSON-able dict to store in a
+    model file (see module docstring)."""
+    cfg = {k: v for k, v in crop.model_dump(mode="json").items() if k not in _NOT_STORED}
+    cfg.update(format=CROP_CONFIG_FORMAT, clip_frames=int(clip.frames), snippet_length=int(clip.snippet_length),
+               params_hash=params_hash(clip.frames, crop))
     return cfg
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from graph_models import build_encoder, build_relation
-from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
+from graph_models import EdgeMasking, build_encoder, build_relation
+from pipeline.params import ClipParams, EncoderParams, RelationParams
 
-__all__ = ["load_encoder", "load_relation", "read_model_file"]
+__all__ = ["load_encoder", "load_relation", "load_joint_head", "read_model_file"]
 
 
 def read_model_file(path: str | Path, expected_format: str) -> dict:
@@ -38,6 +38,22 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu"):
 def load_relation(path: str | Path, device: torch.device | str = "cpu"):
     """Rebuild the trained relation learner from ``models/relation.pt``; returns (relation, meta)."""
     meta = read_model_file(path, "mrl-relation/1")
-    rel = build_relation(meta["in_dim"], meta["heads"], RelationParams(**meta["relation"]), MaskParams(**meta["mask"]))
+    rel = build_relation(meta["in_dim"], meta["heads"], RelationParams(**meta["relation"]),
+                         EdgeMasking.from_config(meta["mask"]))
     rel.load_state_dict(meta["state_dict"])
     return rel.to(device).eval(), meta
+
+
+def load_joint_head(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild the relation head trained jointly with the encoder (Algorithm 2, Eq. 12) from
+    ``models/encoder.pt`` (its ``head_state_dict``, ``head`` and ``head_mask``); returns (head, meta).
+    With the encoder of the same file it is the jointly trained model; it reads the encoder's vertices."""
+    meta = read_model_file(path, "mrl-encoder/1")
+    missing = [k for k in ("head_state_dict", "head", "head_mask", "out_dim", "heads") if k not in meta]
+    if missing:
+        raise ValueError(f"{path}: no jointly trained relation head stored (missing {', '.join(missing)}); "
+                         f"re-run train_encoder")
+    head = build_relation(meta["out_dim"], meta["heads"], RelationParams(**meta["head"]),
+                          EdgeMasking.from_config(meta["head_mask"]))
+    head.load_state_dict(meta["head_state_dict"])
+    return head.to(device).eval(), meta

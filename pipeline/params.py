@@ -18,7 +18,8 @@ section                   read by
 ``train_encoder``
 ``mask``, ``relation``,   train_relation, evaluate
 ``train_relation``
-``evaluate``              evaluate
+``evaluate``              evaluate (``bootstrap``, ``ci`` also baseline and peer)
+``peer``                  peer
 ``mlflow``                every stage that logs (not a DVC dependency)
 ========================  =====================================================
 
@@ -41,7 +42,7 @@ __all__ = [
     "ParamsError", "Params", "load_params", "parse_params", "flatten", "merge_overrides",
     "DemoParams", "DatasetSpec", "DataParams", "ClipParams", "CropParams",
     "EncoderParams", "MaskParams", "RelationParams", "OptimParams",
-    "TrainEncoderParams", "TrainRelationParams", "EvaluateParams", "MlflowParams",
+    "TrainEncoderParams", "TrainRelationParams", "EvaluateParams", "PeerParams", "MlflowParams",
 ]
 
 
@@ -67,7 +68,7 @@ def _check_workers(v):
     return v
 
 
-# processes working in parallel: an int, or "auto" (the CPU cores, at most 8; pipeline.ingest.cropping.resolve_workers)
+# processes working in parallel: an int, or "auto" (the CPU cores, at most 8; pipeline.runtime.resolve_workers)
 Workers = Annotated[Union[int, Literal["auto"]], BeforeValidator(_check_workers)]
 
 
@@ -286,6 +287,29 @@ class EvaluateParams(_Section):
     bootstrap: int = Field(1000, ge=0, le=100000)
     ci: float = Field(0.95, gt=0.0, lt=1.0)
     threshold: Optional[float] = Field(None, ge=0.0, le=1.0, description="null: chosen on validation (EER point)")
+    head: Literal["relation", "joint"] = Field(
+        "relation", description="relation: the relation stage's learner (models/relation.pt) on the cached "
+        "vertices; joint: Algorithm 2's jointly trained model, the encoder with the relation head trained with it "
+        "(stored in models/encoder.pt)")
+    groups: Optional[str] = Field(
+        "data/demo/people.csv", description="a people file (CSV: identity,age,gender,ethnicity; identities as in the split files): "
+                          "test AUC per gender and ethnicity group in metrics/evaluate.json; null: none")
+
+    @field_validator("groups")
+    @classmethod
+    def _csv(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not (v.strip() and v.strip().lower().endswith(".csv")):
+            raise ValueError(f"must be the path of a .csv file (identity,age,gender,ethnicity) or null, got {v!r}")
+        return v.strip() if v is not None else v
+
+
+class PeerParams(_Section):
+    """The published peer detector scored beside MRL (``peer`` stage): MesoNet's Meso-4, frozen."""
+
+    weights: Literal["Meso4_DF", "Meso4_F2F"] = Field(
+        "Meso4_DF", description="the authors' weights trained on Deepfake (DF) or Face2Face (F2F) faces")
+    frames: int = Field(8, ge=1, le=1000, description="evenly spaced frames per video, the video's score is their mean")
+    margin: float = Field(0.4, ge=0.0, le=2.0, description="border around the crop stage's face box, fraction of its side")
 
 
 class MlflowParams(_Section):
@@ -306,6 +330,7 @@ class Params(_Section):
     relation: RelationParams = Field(default_factory=RelationParams)
     train_relation: TrainRelationParams = Field(default_factory=TrainRelationParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    peer: PeerParams = Field(default_factory=PeerParams)
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["DEMO_DIR", "LISTING", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
+           "METRICS_DIR", "BASELINE_SCORES", "PEER_SCORES",
            "STAGES", "run_dir", "run_record", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS"]
 
 # data
@@ -28,10 +29,15 @@ RELATION = Path("models/relation.pt")        # train_relation: masked edges + GC
 SCORES = Path("reports/video_scores.csv")    # evaluate: one row per test video
 ROC_JSON = Path("plots/roc.json")
 ROC_PNG = Path("plots/roc.png")
+BASELINE_SCORES = Path("reports/baseline_scores.csv")  # baseline: one row per test video (evaluate pairs them)
+PEER_SCORES = Path("reports/peer_scores.csv")          # peer: one row per test video (evaluate pairs them)
+METRICS_DIR = Path("metrics")                # every stage's metrics/<stage>.json (read whole by `track`)
 
-#: The DVC stages in pipeline order (``baseline`` is a side branch off ``crop``); ``pipeline/stages/<name>.py``
-#: is each one's entry point.
-STAGES = ("demo", "scan", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline")
+#: The DVC stages in the order ``dvc repro`` runs them (``baseline`` and ``peer`` are side branches off ``crop``
+#: whose per-video scores ``evaluate`` compares with MRL's; ``track``, always run, comes after every stage that
+#: writes metrics); ``pipeline/stages/<name>.py`` is each one's entry point.
+STAGES = ("demo", "scan", "manifest", "crop", "train_encoder", "cache_features", "train_relation", "baseline", "peer",
+          "evaluate", "track")
 
 
 def run_dir(stage: str) -> Path:
@@ -49,7 +55,7 @@ def run_record(stage: str) -> Path:
 
 
 def metrics_file(stage: str) -> Path:
-    return Path("metrics") / f"{stage}.json"
+    return METRICS_DIR / f"{stage}.json"
 
 
 def plots_file(stage: str) -> Path:
@@ -68,7 +74,9 @@ STAGE_OUTPUTS: dict[str, list[Path]] = {
     "train_relation": [RELATION, run_record("train_relation"), metrics_file("train_relation"),
                        plots_file("train_relation")],
     "evaluate": [SCORES, run_record("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
-    "baseline": [metrics_file("baseline")],
+    "baseline": [metrics_file("baseline"), BASELINE_SCORES],
+    "peer": [metrics_file("peer"), PEER_SCORES],
+    "track": [],   # writes to the MLflow store only
 }
 
 #: The data and models each stage reads (its non-code deps in dvc.yaml).
@@ -80,6 +88,8 @@ STAGE_INPUTS: dict[str, list[Path]] = {
     "train_encoder": [CROPS],
     "cache_features": [ENCODER, CROPS],
     "train_relation": [FEATURES, ENCODER],
-    "evaluate": [RELATION, ENCODER, FEATURES, CROPS],
+    "evaluate": [RELATION, ENCODER, FEATURES, CROPS, BASELINE_SCORES, PEER_SCORES, DEMO_DIR],  # DEMO_DIR: people.csv
     "baseline": [CROPS],
+    "peer": [CROPS],  # and the videos named in the crop files (a changed video changes its crop file)
+    "track": [METRICS_DIR],   # the folder: every stage writing a metrics file comes first, a new one included
 }

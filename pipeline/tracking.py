@@ -2,8 +2,9 @@
 
 Every DVC experiment is one MLflow **parent run** (named after the experiment) holding all its params and
 its final test metrics; each training and evaluation stage opens one **child run** under it (the
-``mlflow.parentRunId`` tag), named ``<experiment>/<stage>``. Stages are separate processes, so the parent
-is found by a tag, ``mrl.experiment_key``, or created by the first stage that runs:
+``mlflow.parentRunId`` tag), named after the stage (``train_encoder``, ``train_relation``, ``evaluate``).
+Stages are separate processes, so the parent is found by a tag, ``mrl.experiment_key``, or created by the
+first stage that runs:
 
 - inside ``dvc exp run`` (DVC sets DVC_EXP_NAME / DVC_EXP_BASELINE_REV): key ``<name>@<baseline rev>``,
   the parent is named after the DVC experiment;
@@ -12,9 +13,20 @@ is found by a tag, ``mrl.experiment_key``, or created by the first stage that ru
 
 Every stage reads the whole params.yaml, so the parent gets all params even when a stage is reused
 (a queued ``-S mask.rate`` experiment re-runs only train_relation and evaluate); ``evaluate`` logs the
-test metrics to the parent too. A reused stage has no child in that experiment: the parent's
-``run.<stage>`` tags name the run that produced each stage's output (for a reused stage the one recorded
-in ``runs/<stage>/mlflow_run.json``, i.e. the baseline's).
+test metrics to the parent too. The parent's ``run.<stage>`` tags name the run that produced each stage's
+output (for a reused stage the one recorded in ``runs/<stage>/mlflow_run.json``, i.e. the baseline's), and
+only ever a run that is in this store.
+
+**The store follows the workspace, whatever DVC skipped** (:func:`sync_workspace`, run by the always-run
+``track`` stage at the end of every ``dvc repro`` / ``dvc exp run``): DVC skips a stage whose inputs hash as
+committed, so a fresh clone's store would lack the runs of the skipped stages, and the run ids recorded in
+git (``runs/<stage>/mlflow_run.json``) name runs of another machine's store. The sync gives the parent the
+test metrics and intervals of every ``metrics/*.json`` (``test_*`` from evaluate, ``<name>.test_*`` from the
+others, e.g. ``baseline.test_auc``), and for each tracked stage whose run is not in this store it creates
+the stage's child run from the committed outputs (metrics, per-epoch history, report files), tagged
+``mrl.restored_from = committed outputs`` (no model: the model files are DVC's). It also sets the
+experiment's shared view (``mlflow.sharedViewState.mrl``, opened by :func:`ui_url`'s link) whose columns
+are the test AUC with its interval, the baseline's and the params that differ between the experiments.
 
 The store: MLFLOW_TRACKING_URI, else params ``mlflow.tracking_uri``, else a sqlite file at the project root
 (queued DVC experiments run in a copy under ``.dvc/tmp/exps/``; the root is the path above it). A sqlite
@@ -31,11 +43,14 @@ which DVC excludes from the run cache: each experiment really runs and really lo
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -43,6 +58,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from filelock import FileLock
 
+from pipeline import paths
 from pipeline.params import flatten
 from pipeline.runtime import write_json
 
@@ -50,7 +66,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
 __all__ = ["project_root", "tracking_uri", "start_run", "git_revision", "log_epoch_metrics", "log_final",
-           "log_evaluation", "experiment_identity", "prepare_store", "EXPERIMENT_KIND", "KEY_TAG"]
+           "log_evaluation", "experiment_identity", "prepare_store", "sync_workspace", "workspace_metrics",
+           "EXPERIMENT_KIND", "KEY_TAG", "RESTORED_TAG", "VIEW_KEY"]
 
 # MLflow is imported inside the functions on purpose (deferred heavy import): importing it costs seconds,
 # and the libraries and `mrl detect` import this module without tracking anything.
@@ -61,6 +78,11 @@ ROLE_TAG = "mrl.role"  # "experiment" (parent) or "stage" (child)
 TRACKED_STAGES = ("train_encoder", "train_relation", "evaluate")
 # the parent's headline metrics (copied from evaluate's test_* metrics)
 PARENT_TEST_KEYS = ("auc", "auc_ci_low", "auc_ci_high", "acc", "eer", "ap", "n")
+RESTORED_TAG = "mrl.restored_from"  # on a stage run made from the committed outputs (the stage did not run here)
+RESTORED_FROM = "committed outputs"
+VIEW_KEY = "mrl"  # the experiment's shared view: tag mlflow.sharedViewState.mrl, URL ?viewStateShareKey=mrl
+VIEW_METRICS = ("test_auc", "test_auc_ci_low", "test_auc_ci_high", "baseline.test_auc")
+VIEW_MAX_PARAMS = 8
 
 
 def project_root(cwd: Optional[Path] = None) -> Path:
@@ -173,9 +195,31 @@ def _log_params(client: Any, run_id: str, params: Any) -> None:
         client.log_batch(run_id, params=items[i:i + 90])
 
 
+def _in_store(client: Any, run_id: Optional[str]) -> bool:
+    """``run_id`` names a live (not deleted) run of this store."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return False
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
+
+
+def recorded_run(stage: str) -> Optional[str]:
+    """The run id in ``runs/<stage>/mlflow_run.json`` (None when absent or unreadable): the run that made
+    the stage's outputs, on the machine that made them."""
+    try:
+        return str(json.loads(paths.run_record(stage).read_text())["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _parent_run(client: Any, experiment_id: str, key: str, name: str, params: Any, tags: dict) -> str:
     """The id of the experiment's parent run: found by its key tag, else created with all params and a
-    ``run.<stage>`` tag for each stage output already recorded (the runs a reused stage comes from)."""
+    ``run.<stage>`` tag for each stage output already recorded by a run of this store (the runs a reused
+    stage comes from; a record naming a run of another machine's store is left to :func:`sync_workspace`)."""
     found = client.search_runs([experiment_id], f"tags.`{KEY_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'experiment'",
                                max_results=1)
     if found:
@@ -183,16 +227,15 @@ def _parent_run(client: Any, experiment_id: str, key: str, name: str, params: An
     run = client.create_run(experiment_id, run_name=name, tags={**tags, KEY_TAG: key, ROLE_TAG: "experiment"})
     _log_params(client, run.info.run_id, params)
     for stage in TRACKED_STAGES:  # in a queued experiment's copy these are the baseline's records
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            record = json.loads(Path("runs", stage, "mlflow_run.json").read_text())  # = paths.run_record
-            client.set_tag(run.info.run_id, f"run.{stage}", record["run_id"])
+        record = recorded_run(stage)
+        if _in_store(client, record):
+            client.set_tag(run.info.run_id, f"run.{stage}", record)
     return run.info.run_id
 
 
-@contextlib.contextmanager
-def start_run(stage: str, params: Any, mlflow_params: Any = None, extra_tags: Optional[dict] = None) -> Iterator[Any]:
-    """Open the MLflow child run of ``stage`` under its experiment's parent run (found or created), with all
-    params flattened and the DVC/git tags set; the parent is RUNNING meanwhile, FINISHED or FAILED after."""
+def _open_experiment(params: Any, mlflow_params: Any) -> tuple[Any, str, str, str, dict]:
+    """(client, experiment id, parent run id, experiment key, run tags) of the current experiment, with the
+    store prepared, the tracking URI set and the RUNNING runs of dead processes closed."""
     import mlflow  # deferred: see the note at the top
     from mlflow.tracking import MlflowClient
 
@@ -216,12 +259,22 @@ def start_run(stage: str, params: Any, mlflow_params: Any = None, extra_tags: Op
         exp_id = _experiment_id(client, name)
         close_dead_runs(client, exp_id)
         parent = _parent_run(client, exp_id, key, exp_label, params, tags)
+    return client, exp_id, parent, key, tags
+
+
+@contextlib.contextmanager
+def start_run(stage: str, params: Any, mlflow_params: Any = None, extra_tags: Optional[dict] = None) -> Iterator[Any]:
+    """Open the MLflow child run of ``stage`` under its experiment's parent run (found or created), with all
+    params flattened and the DVC/git tags set; the parent is RUNNING meanwhile, FINISHED or FAILED after."""
+    import mlflow  # deferred: see the note at the top
+
+    client, exp_id, parent, key, tags = _open_experiment(params, mlflow_params)
     client.update_run(parent, status="RUNNING")
     client.set_tag(parent, "mrl.pid", str(os.getpid()))
     child_tags = {**tags, "stage": stage, KEY_TAG: key, ROLE_TAG: "stage", "mlflow.parentRunId": parent,
                   **(extra_tags or {})}
     try:
-        with mlflow.start_run(experiment_id=exp_id, run_name=f"{exp_label}/{stage}", tags=child_tags) as run:
+        with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=child_tags) as run:
             _log_params(client, run.info.run_id, params)
             yield run
     except BaseException:
@@ -254,6 +307,27 @@ def model_requirements() -> list[str]:
     return out
 
 
+class _DropPickleWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving pytorch model by Pickle")
+
+
+@contextlib.contextmanager
+def _quiet_pickle_warning() -> Iterator[None]:
+    """Without MLflow's warning that a pickled model runs code when loaded, printed at every logged model.
+    The pickle is chosen on purpose: MLflow's alternative (``pt2``, torch.export) needs an input example,
+    costs ~26 s a model and fixes the input shapes (a model exported with T=3 fails on T=5). The risk is
+    handled where the model is loaded: ``mrl detect --mlflow-run`` refuses it without ``--trust-pickle``
+    (README, "MLflow"); the pipeline's own model files load with ``torch.load(weights_only=True)``."""
+    log = logging.getLogger("mlflow.pytorch")
+    drop = _DropPickleWarning()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 def log_epoch_metrics(metrics: dict, epoch: int) -> None:
     """Per-epoch metrics of a training loop (NaN values left out) into the active run."""
     import mlflow  # deferred: see the note at the top
@@ -280,25 +354,33 @@ def log_final(run: Any, summary: dict, *, artifacts: Iterable[Path] = (), model:
     for f in artifacts:
         mlflow.log_artifact(str(f))
     if model is not None:  # requirements given: MLflow's inference of them costs ~4 s (a subprocess)
-        mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle",
-                                 pip_requirements=model_requirements())
+        with _quiet_pickle_warning():
+            mlflow.pytorch.log_model(model.cpu(), name="model", serialization_format="pickle",
+                                     pip_requirements=model_requirements())
     if run_dir is not None:
         write_json({"run_id": run.info.run_id}, Path(run_dir) / "mlflow_run.json")  # = paths.run_record
 
 
 def evaluation_metrics(result: dict) -> dict:
-    """The evaluate stage's MLflow metrics: ``test_*``, per dataset/method AUC/ACC/EER/AP, localisation."""
+    """The evaluate stage's MLflow metrics: ``test_*``, per dataset/method AUC (with its interval)/ACC/EER/AP, localisation, and
+    the paired differences to the baseline and the peer (``vs_baseline.diff``, ``.ci_low``, ``.ci_high``,
+    ``.p_above``; ``vs_peer.*``)."""
     out = {f"test_{k}": float(v) for k, v in result["test"].items() if isinstance(v, (int, float)) and v is not None}
     for group in ("per_dataset", "per_method"):
         for name, m in result[group].items():
-            out.update({f"{group}.{name}.{k}".replace(" ", "_"): float(v) for k, v in m.items()
-                        if isinstance(v, (int, float)) and v is not None and k in ("auc", "acc", "eer", "ap")})
+            out.update({f"{group}.{name}.{k}".replace(" ", "_"): v for k, v in _test_numbers(m).items()
+                        if k in ("auc", "auc_ci_low", "auc_ci_high", "acc", "eer", "ap")})
     loc = result["localisation"]
     out.update({f"localisation_{k}": float(v) for k, v in loc.items()
                 if k in ("pointing_game", "energy_inside", "mask_area", "snippets") and v is not None})
     for name, m in (loc.get("per_method") or {}).items():
         out.update({f"localisation.{name}.{k}".replace(" ", "_"): float(m[k])
                     for k in ("pointing_game", "energy_inside") if m.get(k) is not None})
+    for name in ("vs_baseline", "vs_peer"):  # MRL minus the other detector, paired (pipeline.scoring.paired)
+        c = result.get(name) or {}
+        lo, hi = c.get("ci") or (None, None)
+        out.update({f"{name}.{k}": float(v) for k, v in (("diff", c.get("diff")), ("ci_low", lo), ("ci_high", hi),
+                                                        ("p_above", c.get("p_above"))) if v is not None})
     return out
 
 
@@ -309,7 +391,184 @@ def log_evaluation(result: dict, artifacts: Iterable[Path] = ()) -> None:
 
     metrics = evaluation_metrics(result)
     mlflow.log_metrics(metrics)
-    log_to_parent({k: v for k, v in metrics.items()
-                   if k in {f"test_{t}" for t in PARENT_TEST_KEYS} or k.startswith(("per_method.", "per_dataset."))})
+    log_to_parent(_parent_share(metrics))
     for f in artifacts:
         mlflow.log_artifact(str(f))
+
+
+def _parent_share(metrics: dict) -> dict:
+    """The part of evaluate's metrics that its experiment's parent run also carries."""
+    return {k: v for k, v in metrics.items()
+            if k in {f"test_{t}" for t in PARENT_TEST_KEYS} or k.startswith(("per_method.", "per_dataset."))}
+
+
+# --------------------------------------------------------------------------- the store follows the workspace
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def _test_numbers(section: dict) -> dict:
+    """The numbers of a ``test`` section (``auc``, ``auc_ci_low``...), a two-number ``*_ci`` list as
+    ``*_ci_low``/``*_ci_high``."""
+    out = {}
+    for k, v in section.items():
+        if _number(v):
+            out[k] = float(v)
+        elif k.endswith("_ci") and isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_number, v)):
+            out[f"{k}_low"], out[f"{k}_high"] = float(v[0]), float(v[1])
+    return out
+
+
+def metrics_of_file(name: str, data: Any) -> dict:
+    """The parent run's metrics from ``metrics/<name>.json``: evaluate's as :func:`log_evaluation` gives them
+    (``test_*``, ``per_method.*``, ``per_dataset.*``); any other file's ``test`` section as
+    ``<name>.test_*``, its per-family AUCs (``per_method`` or ``test_per_method``) as
+    ``<name>.per_method.<family>.auc``, and a training stage's best ``val_auc``/``val_loss`` as
+    ``<name>.best_val_*``."""
+    if not isinstance(data, dict):
+        return {}
+    if name == "evaluate" and isinstance(data.get("test"), dict):
+        full = {"per_dataset": {}, "per_method": {}, "localisation": {}, **data}
+        return _parent_share(evaluation_metrics(full))
+    out = {f"{name}.test_{k}": v for k, v in _test_numbers(data.get("test") or {}).items()}
+    for key in ("per_method", "test_per_method"):
+        for fam, m in (data.get(key) or {}).items():
+            auc = m.get("auc") if isinstance(m, dict) else m
+            if _number(auc):
+                out[f"{name}.per_method.{fam}.auc".replace(" ", "_")] = float(auc)
+    out.update({f"{name}.best_{k}": float(data[k]) for k in ("val_auc", "val_loss") if _number(data.get(k))})
+    return out
+
+
+def workspace_metrics(metrics_dir: Path = Path("metrics")) -> dict:
+    """:func:`metrics_of_file` of every ``metrics/*.json`` of the workspace (a file that is not JSON is
+    left out with a note on stderr)."""
+    out: dict = {}
+    for f in sorted(Path(metrics_dir).glob("*.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            print(f"track: {f} left out of MLflow: not readable JSON ({e})", file=sys.stderr)
+            continue
+        out.update(metrics_of_file(f.stem, data))
+    return out
+
+
+def _epoch_history(csv_file: Path) -> list:
+    """Per-epoch metrics of a training stage's ``plots/<stage>.csv`` as MLflow Metric entities (step = epoch)."""
+    from mlflow.entities import Metric
+
+    out, now = [], int(time.time() * 1000)
+    with contextlib.suppress(OSError):
+        with open(csv_file, newline="") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    step = int(float(row.get("epoch") or 0))
+                except ValueError:
+                    continue
+                for k, v in row.items():
+                    with contextlib.suppress(TypeError, ValueError):
+                        x = float(v)
+                        if k != "epoch" and x == x:
+                            out.append(Metric(k, x, now, step))
+    return out
+
+
+def _restore_stage_run(client: Any, exp_id: str, parent: str, stage: str, params: Any, tags: dict,
+                       key: str) -> Optional[str]:
+    """A child run of ``stage`` made from its committed outputs (metrics, per-epoch history, report files;
+    not the model), tagged :data:`RESTORED_TAG`; None when the stage has no metrics file here."""
+    from mlflow.entities import Metric
+
+    metrics_file = paths.metrics_file(stage)
+    try:
+        data = json.loads(metrics_file.read_text())
+    except (OSError, ValueError):
+        return None
+    run_tags = {**{k: v for k, v in tags.items() if k != "mrl.pid"}, "stage": stage, KEY_TAG: key,
+                ROLE_TAG: "stage", "mlflow.parentRunId": parent, RESTORED_TAG: RESTORED_FROM,
+                "mrl.committed_run_id": recorded_run(stage) or ""}
+    run = client.create_run(exp_id, run_name=stage, tags=run_tags)
+    run_id = run.info.run_id
+    _log_params(client, run_id, params)
+    if stage == "evaluate":
+        values = evaluation_metrics({"per_dataset": {}, "per_method": {}, "localisation": {}, **data})
+    else:
+        values = {f"best_{k}": v for k, v in data.items() if k.startswith("val_") and isinstance(v, float) and v == v}
+        if _number(data.get("threshold")):
+            values["threshold"] = float(data["threshold"])
+    now = int(time.time() * 1000)
+    entities = [Metric(k, v, now, 0) for k, v in values.items()]
+    entities += _epoch_history(paths.plots_file(stage)) if stage != "evaluate" else []
+    for i in range(0, len(entities), 900):  # MLflow caps a batch at 1000 metrics
+        client.log_batch(run_id, metrics=entities[i:i + 900])
+    for f in paths.STAGE_OUTPUTS[stage]:
+        if f.suffix in (".json", ".csv", ".png") and f != paths.run_record(stage) and f.is_file():
+            client.log_artifact(run_id, str(f))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _varied_params(client: Any, exp_id: str) -> list[str]:
+    """The params whose values differ between the experiment's parent runs (``mlflow.*`` left out)."""
+    parents = client.search_runs([exp_id], f"tags.`{ROLE_TAG}` = 'experiment'", max_results=500)
+    values: dict[str, set] = {}
+    for r in parents:
+        for k, v in r.data.params.items():
+            values.setdefault(k, set()).add(v)
+    keys = set(values)
+    return sorted(k for k in keys if not k.startswith("mlflow.")
+                  and (len(values[k]) > 1 or sum(k in r.data.params for r in parents) < len(parents)))
+
+
+def _set_view(client: Any, exp_id: str) -> None:
+    """The experiment's shared view (``?viewStateShareKey=mrl``): the runs list with the test AUC, its
+    interval, the baseline's and the params that differ between experiments as columns."""
+    cols = [f"metrics.`{m}`" for m in VIEW_METRICS]
+    cols += [f"params.`{k}`" for k in _varied_params(client, exp_id)[:VIEW_MAX_PARAMS]]
+    state = json.dumps({"selectedColumns": cols})
+    tag = f"mlflow.sharedViewState.{VIEW_KEY}"
+    if client.get_experiment(exp_id).tags.get(tag) != state:
+        client.set_experiment_tag(exp_id, tag, state)
+
+
+def sync_workspace(params: Any, mlflow_params: Any = None, metrics_dir: Path = Path("metrics")) -> dict:
+    """Make the store hold what the workspace holds (see the module docstring): the current experiment's
+    parent carries :func:`workspace_metrics`, each tracked stage with outputs has a child run in this store
+    (its own, the recorded one, or one restored from the committed outputs) named by the parent's
+    ``run.<stage>`` tag, and the experiment's shared view is set. Returns ``{"parent": id, "restored":
+    [stages], "stages": {stage: run id}, "metrics": n}``."""
+    from mlflow.entities import Metric
+
+    client, exp_id, parent, key, tags = _open_experiment(params, mlflow_params)
+    run = client.get_run(parent)
+    restored, stages = [], {}
+    for stage in TRACKED_STAGES:
+        if not paths.metrics_file(stage).exists():
+            continue
+        run_id = run.data.tags.get(f"run.{stage}")
+        if not _in_store(client, run_id):
+            run_id = recorded_run(stage)
+        if not _in_store(client, run_id):
+            run_id = _restore_stage_run(client, exp_id, parent, stage, params, tags, key)
+            if run_id is None:
+                continue
+            restored.append(stage)
+        stages[stage] = run_id
+        if run.data.tags.get(f"run.{stage}") != run_id:
+            client.set_tag(parent, f"run.{stage}", run_id)
+    for k, v in run.data.tags.items():  # a tag naming a run of another store (older versions set them)
+        if k.startswith("run.") and k[4:] not in stages and not _in_store(client, v):
+            client.delete_tag(parent, k)
+    have = run.data.metrics
+    now = int(time.time() * 1000)
+    todo = [Metric(k, v, now, 0) for k, v in workspace_metrics(metrics_dir).items() if have.get(k) != v]
+    for i in range(0, len(todo), 900):
+        client.log_batch(parent, metrics=todo[i:i + 900])
+    client.set_tag(parent, "mrl.synced", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if run.info.status != "FINISHED":
+        client.set_terminated(parent, "FINISHED")
+    _set_view(client, exp_id)
+    return {"parent": parent, "name": run.info.run_name, "restored": restored, "stages": stages,
+            "metrics": len(todo)}

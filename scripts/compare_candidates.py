@@ -90,7 +90,8 @@ def vertex_cosine(feats: Path, sha: str) -> float:
 
 
 def relation_run(p, feats: Path, sha: str, work: Path) -> dict:
-    r = train_relation(p, feats, work / "rel_run", sha)
+    r = train_relation(p.relation, p.mask, p.train_relation, feats, work / "rel_run", seed=p.seed, device=p.device,
+                       encoder_sha256=sha)
     hist = r.fit.history
     return {"rel_train_ce": hist[-1]["train_ce"], "rel_val_auc": r.fit.best_metrics.get("val_auc"),
             **test_auc(r.model, feats, sha, p.evaluate.bootstrap, p.seed)}
@@ -98,11 +99,13 @@ def relation_run(p, feats: Path, sha: str, work: Path) -> dict:
 
 def encoder_run(p, crops: str, work: Path) -> tuple[dict, Path, str]:
     t0 = time.time()
-    res = train_encoder(p, crops, work / "enc_run")
+    res = train_encoder(p.encoder, p.clip, p.train_encoder, crops, work / "enc_run", seed=p.seed, device=p.device,
+                        image_size=p.crop.image_size)
     enc = work / "encoder.pt"
-    atomic_torch_save(encoder_payload(p, res), enc)
+    atomic_torch_save(encoder_payload(res, p.crop), enc)
     feats = work / "features.h5"
-    cache_features(p, crops, enc, feats)
+    cache_features(crops, enc, feats, seed=p.seed, device=p.device, batch_size=p.train_encoder.batch_size,
+                   num_workers=p.train_encoder.num_workers)
     sha = sha256_file(enc)
     hist = res.fit.history
     row = {"enc_train_ce_first": hist[0]["train_ce"], "enc_train_ce": hist[-1]["train_ce"],

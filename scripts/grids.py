@@ -31,6 +31,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.compare import committed as _committed  # noqa: E402  (dvc exp show readers, shared with mrl compare)
+from pipeline.compare import finished_experiments  # noqa: E402,F401
+from pipeline.compare import metric as _metric  # noqa: E402
+from pipeline.compare import params_of as _params  # noqa: E402
 from pipeline.ingest.datasets import read_manifest  # noqa: E402
 from pipeline.runtime import atomic_path  # noqa: E402
 
@@ -118,7 +122,8 @@ def _paths(entries) -> list[str]:
 def stages_rerun(sets: dict, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
     """The stages a change of the params keys in ``sets`` re-runs, in dvc.yaml order: those listing the key
     (or a section above it) under ``params``, and every stage downstream of them (a dep inside an output,
-    or an output inside a dep). An empty ``sets`` re-runs nothing."""
+    or an output inside a dep). An empty ``sets`` re-runs nothing. The always-run stages (``scan``, ``track``)
+    are left out: they run at every ``dvc exp run``, whatever changed."""
     stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
     hit = [n for n, st in stages.items()
            if any(isinstance(p, str) and (_under(k.replace(".", "/"), p.replace(".", "/")))
@@ -131,7 +136,7 @@ def stages_rerun(sets: dict, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
                and any(_under(d, o) or _under(o, d) for d in _paths(st.get("deps")) for o in outs)}
         changed |= new
         grew = bool(new)
-    return [n for n in stages if n in changed]
+    return [n for n in stages if n in changed and not stages[n].get("always_changed")]  # scan, track: always
 
 
 def ablation_table(dvc_yaml: Path = Path("dvc.yaml")) -> str:
@@ -153,25 +158,6 @@ def queue(name: str, dry: bool = False, only: str | None = None) -> None:
     print(f"grids: queued {len(points)} experiments; run them with `dvc queue start -j 1`")
 
 
-def finished_experiments(show: list) -> dict:
-    """name -> data of every FINISHED experiment in ``dvc exp show --json`` output (DVC 3.x: a list of
-    baseline revisions, each with ``experiments``: ``{name, executor: {state}, revs: [{name, data}]}``;
-    queued, running and failed ones are left out; of two experiments with one name, the newer)."""
-    out = {}
-    for base in show:
-        for exp in base.get("experiments") or []:
-            state = (exp.get("executor") or {}).get("state")
-            if state in ("queued", "running", "failed") or not exp.get("revs"):
-                continue
-            rev = exp["revs"][0]
-            if rev.get("error") or not isinstance(rev.get("data"), dict):
-                continue
-            name = exp.get("name") or rev.get("name")
-            if name not in out or str(rev["data"].get("timestamp") or "") > str(out[name].get("timestamp") or ""):
-                out[name] = rev["data"]  # a name queued again (on another commit): the newest run counts
-    return out
-
-
 def finished(name: str) -> dict:
     """The finished experiments of grid ``name`` (exactly its experiment names: ``mask`` is not ``mask-full``)."""
     # --all-commits: experiments stay attached to the commit they were queued on
@@ -180,29 +166,6 @@ def finished(name: str) -> dict:
     exps = finished_experiments(json.loads(res.stdout))
     names = {exp for exp, _ in grid(name)}
     return {k: v for k, v in exps.items() if k in names}
-
-
-def _metric(data: dict, file: str) -> dict:
-    return ((data.get("metrics") or {}).get(file) or {}).get("data") or {}
-
-
-def _committed(data: dict, file: str) -> dict:
-    """``file`` as the experiment committed it (``git show <rev>:<file>``): ``dvc exp show`` drops the
-    values of a metrics file that are not numbers (e.g. a family's ``auc_ci`` pair). Falls back to
-    :func:`_metric` without a revision or when git cannot give the file."""
-    rev = data.get("rev")
-    if rev:
-        res = subprocess.run(["git", "show", f"{rev}:{file}"], capture_output=True, text=True)
-        if res.returncode == 0:
-            try:
-                return json.loads(res.stdout)
-            except json.JSONDecodeError:
-                pass
-    return _metric(data, file)
-
-
-def _params(data: dict) -> dict:
-    return ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
 
 
 def _by_method(per_method: dict, method: str):
@@ -290,6 +253,7 @@ def curve_report(exps: dict, out_dir: Path) -> list[str]:
     rows = []
     for exp, data in exps.items():
         enc = _metric(data, "metrics/train_encoder.json")
+        enc = enc.get("run") or enc  # the run's facts are nested under "run" (flat in older experiments)
         t = _metric(data, "metrics/evaluate.json").get("test", {})
         base = _metric(data, "metrics/baseline.json").get("test", {})
         k = (_params(data).get("data") or {}).get("train_identities")

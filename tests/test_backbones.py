@@ -80,7 +80,7 @@ def test_encoder_feeds_sta_and_vertices_of_96_channels():
                       "clip": {"frames": 8, "snippet_length": 4},
                       "train_encoder": {"relation": {"hidden": 5, "mlp_hidden": 7}}})
     torch.manual_seed(0)
-    model = build_model(p).eval()
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).eval()
     with torch.no_grad():
         logits, enc = model(torch.rand(2, 3, 8, 64, 64))
     assert logits.shape == (2,)
@@ -177,7 +177,7 @@ def test_one_training_step_updates_the_trainable_blocks_only():
                       "clip": {"frames": 8, "snippet_length": 4},
                       "train_encoder": {"relation": {"hidden": 5, "mlp_hidden": 7}}})
     torch.manual_seed(0)
-    model = build_model(p).train()
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).train()
     feats = model.encoder.backbone.features
     assert not feats[4].training and feats[5].training                 # frozen batch norms stay in eval mode
     before = {k: v.clone() for k, v in feats.state_dict().items()}

@@ -82,3 +82,10 @@ def test_mask_experiment_tiny():
     out = _run(sys.executable, "bench/mask_experiment.py", "--tiny", timeout=900)
     assert "dvc exp run -S mask.rate=0.6" in out and "ratio" in out
     assert "interpreter teardown" in out and "floor with no work and no MLflow" in out and "at most" in out
+
+
+def test_cli_startup_times_each_help_and_names_the_heavy_imports():
+    out = _run(sys.executable, "bench/cli_startup.py", "--repeats", "1", timeout=900)  # detect: torch under load
+    lines = {ln.split(" median")[0].strip(): ln for ln in out.splitlines() if ln.startswith("mrl ")}
+    assert set(lines) == {"mrl --help", "mrl results --help", "mrl compare --help", "mrl detect --help"}
+    assert lines["mrl --help"].endswith("heavy imports: none") and "torch" in lines["mrl detect --help"]

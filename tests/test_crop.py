@@ -17,12 +17,14 @@ import yaml
 from PIL import Image
 
 from pipeline.ingest import cropping as cropmod
+from pipeline.ingest.cropping import video_crop
 from pipeline.stages import crop as crop_stage
 from pipeline.ingest.clips import ClipDataset, clip_to_tensor
 from pipeline.ingest.demo.sources import fetch
 from pipeline.ingest.faces import (FaceDetector, box_iou, crop_window, landmarks_to_crop, smooth_boxes,
                             square_crop, track_main_face)
 from pipeline.params import parse_params
+from pipeline.runtime import resolve_workers
 from pipeline.ingest.video import ReadStats, VideoError, iter_frames, probe, read_frames, write_video
 
 torch.set_num_threads(1)
@@ -400,7 +402,7 @@ def test_decoding_twice_gives_the_crops_of_kept_frames(stage_run, monkeypatch):
     tmp, pfile, rows, _ = stage_run
     again = tmp / "decode_twice"
     pfile2 = _setup(again, rows, out="crops")
-    monkeypatch.setattr(cropmod, "KEEP_FRAMES_BYTES", 0)
+    monkeypatch.setattr(video_crop, "KEEP_FRAMES_BYTES", 0)
     assert crop_stage.main(["--params", str(pfile2), "--no-progress"]) == 0
     _same_outputs(tmp / "crops", again / "crops")
 
@@ -434,7 +436,7 @@ def test_prefetch_keeps_order_raises_the_producers_error_and_stops_early():
 
 
 def test_num_workers_auto_is_the_cores_at_most_8():
-    assert cropmod.resolve_workers("auto", "cpu") == min(8, os.cpu_count()) and cropmod.resolve_workers(3) == 3
+    assert resolve_workers("auto", "cpu") == min(8, os.cpu_count()) and resolve_workers(3) == 3
     with pytest.raises(ValueError, match="num_workers"):
         parse_params({"crop": {"num_workers": 0}})
 

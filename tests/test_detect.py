@@ -47,7 +47,7 @@ def save_tiny_model(dirpath, params, with_crop=True, seed=0, threshold=0.5):
                "clip": params.clip.model_dump(), "image_size": params.crop.image_size, "out_dim": enc.out_dim,
                "heads": params.encoder.heads, "best_epoch": 1}
     if with_crop:
-        payload["crop"] = crop_config_from_params(params)
+        payload["crop"] = crop_config_from_params(params.crop, params.clip)
     ep, rp = dirpath / "encoder.pt", dirpath / "relation.pt"
     atomic_torch_save(payload, ep)
     atomic_torch_save({"format": "mrl-relation/1", "state_dict": rel.state_dict(), "in_dim": enc.out_dim,
@@ -156,7 +156,8 @@ def test_same_score_as_the_pipeline_on_the_crop_stage_output(work, result, tmp_p
     reps = process(manifest, p.clip.frames, p.crop, device="cpu", progress=False)
     merge(p.crop.out_dir, manifest, reps[0].get("params_hash") or _phash(p), extra=reps)
     feats = tmp_path / "features.h5"
-    cache_features(p, p.crop.out_dir, encoder_path=work["encoder"], out=feats)
+    cache_features(p.crop.out_dir, encoder_path=work["encoder"], out=feats, seed=p.seed, device=p.device,
+                   batch_size=p.train_encoder.batch_size, num_workers=p.train_encoder.num_workers)
     x, _, keys = load_split(feats, "test", sha256_file(work["encoder"]))
     relation, _ = load_relation(work["relation"])
     windows = predict_vertices(relation, x, keys, torch.device("cpu"))
@@ -234,6 +235,11 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     out = capsys.readouterr().out
     assert "test video AUC 0.812 [0.500, 1.000] (95% bootstrap interval) on 12 test videos" in out
     assert "baseline" not in out and "targets" not in out           # not written by this evaluate.json
+    assert "jointly trained" not in out                             # evaluate.head: relation (the default)
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(
+        {"head": "joint", "test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75}}))
+    assert main(["results"]) == 0
+    assert "detector: Algorithm 2's jointly trained model (evaluate.head: joint" in capsys.readouterr().out
     from pipeline.scoring.evaluation import check_targets
     ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75}}
     ev["targets"] = check_targets(ev["test"], {"demo/sbi": {"auc": 0.6}, "demo/faceswap": {"auc": 0.9}})
@@ -283,3 +289,26 @@ def test_a_folder_named_like_a_video_or_without_videos_is_reported_not_0_videos(
     (tmp_path / "empty").mkdir()
     assert main(["detect", str(tmp_path / "empty"), "--out", str(tmp_path / "r3"), *args]) == 1
     assert "a folder with no video file inside (looked for .3gp, .avi" in capsys.readouterr().out
+
+
+def test_mrl_results_prints_the_peer_the_paired_differences_and_the_groups(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "metrics").mkdir()
+    ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75},
+          "vs_baseline": {"diff": 0.1625, "ci": [-0.05, 0.375], "p_above": 0.912, "n": 12},
+          "vs_peer": {"diff": -0.0875, "ci": [-0.3, 0.125], "p_above": 0.2, "n": 12},
+          "groups": {"gender": {"female": {"auc": 0.75, "n_people": 6}, "male": {"auc": None, "n_people": 3}},
+                     "ethnicity": {"white": {"auc": 0.8, "n_people": 5}}}}
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(ev))
+    (tmp_path / "metrics" / "peer.json").write_text(json.dumps(
+        {"weights": "Meso4_DF", "test": {"auc": 0.9, "auc_ci_low": 0.7, "auc_ci_high": 1.0}}))
+    assert main(["results"]) == 0
+    out = capsys.readouterr().out
+    assert "published peer (Meso4_DF, frozen), same split: test AUC 0.900 [0.700, 1.000]" in out
+    assert ("MRL - baseline (paired bootstrap on 12 videos): AUC difference 0.163 [-0.050, 0.375], "
+            "MRL ahead in 0.912 of resamples") in out
+    assert "MRL - peer (paired bootstrap on 12 videos): AUC difference -0.087 [-0.300, 0.125]" in out
+    assert "test AUC per gender: female 0.750 (6 people), male n/a (3 people)" in out
+    assert "test AUC per ethnicity: white 0.800 (5 people)" in out

@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from helpers import write_crop_dir
 from workspace import PROJECT_ROOT, merge_overrides as _merge
 
@@ -149,18 +149,24 @@ def _encoder_file(path: Path, p) -> Path:
     return path
 
 
+def _cache(p, crops, enc, out, shard=None):
+    from pipeline.scoring.features import cache_features
+    return cache_features(crops, enc, out, seed=p.seed, device=p.device, batch_size=p.train_encoder.batch_size,
+                          num_workers=p.train_encoder.num_workers, shard=shard)
+
+
 def test_sharded_cache_features_merge_equals_single_run(tmp_path):
     from feature_cache import open_cache
-    from pipeline.scoring.features import cache_features, merge_shards, shard_path
+    from pipeline.scoring.features import merge_shards, shard_path
 
     crops = write_crops(tmp_path / "crops", {"train": _balanced(5), "val": _balanced(2), "test": _balanced(3)},
                         windows=2)
     p = _params({"train_encoder": {"batch_size": 3}})
     enc = _encoder_file(tmp_path / "encoder.pt", p)
     single = tmp_path / "single" / "features.h5"
-    cache_features(p, str(crops), enc, single)
+    _cache(p, str(crops), enc, single)
     merged = tmp_path / "sharded" / "features.h5"
-    counts = [cache_features(p, str(crops), enc, merged, shard=(i, 3))["windows"] for i in (1, 2, 3)]
+    counts = [_cache(p, str(crops), enc, merged, shard=(i, 3))["windows"] for i in (1, 2, 3)]
     assert sum(counts) == 20 and all(c > 0 for c in counts)
     assert all(shard_path(merged, i, 3).exists() for i in (1, 2, 3))
     merge_shards(merged, 3, str(crops))
@@ -172,13 +178,13 @@ def test_sharded_cache_features_merge_equals_single_run(tmp_path):
 
 
 def test_merge_refuses_a_missing_shard(tmp_path):
-    from pipeline.scoring.features import cache_features, merge_shards
+    from pipeline.scoring.features import merge_shards
 
     crops = write_crops(tmp_path / "crops", {"train": _balanced(4)}, windows=1)
     p = _params()
     enc = _encoder_file(tmp_path / "encoder.pt", p)
     out = tmp_path / "features.h5"
-    cache_features(p, str(crops), enc, out, shard=(1, 2))
+    _cache(p, str(crops), enc, out, shard=(1, 2))
     with pytest.raises(FileNotFoundError, match="shard-2-of-2"):
         merge_shards(out, 2, str(crops))
 
@@ -223,7 +229,7 @@ def test_train_relation_ddp_two_ranks_equals_one_process(tmp_path):
         (ws / "data").mkdir(parents=True)
         (ws / "data" / "features.h5").symlink_to(feats)
         # exact equality needs per-sample maths: under gloo (CPU) each rank's BatchNorm normalises its own half
-        # batch (SyncBatchNorm has no CPU kernel, pipeline/learning/distributed.py), so the vertices' BatchNorm
+        # batch (SyncBatchNorm has no CPU kernel, pipeline/distributed.py), so the vertices' BatchNorm
         # (relation.input_norm: batch, the default now that the code defaults equal params.yaml) is off here
         out = _run_stage(ws, "pipeline.stages.train_relation", {"relation": {"input_norm": "none"}}, nproc)
         runs[name] = (ws, out)
@@ -253,7 +259,8 @@ def test_train_encoder_ddp_two_ranks(tmp_path):
     _run_stage(tmp_path / "single_b4x2", "pipeline.stages.train_encoder",
                _merge(crop, {"train_encoder": {"batch_size": 4, "grad_accum": 2}}))
     _run_stage(tmp_path / "ddp_b8", "pipeline.stages.train_encoder", crop, nproc=2)
-    ref = build_model(_params())
+    rp = _params()
+    ref = build_model(rp.encoder, rp.clip, rp.train_encoder.relation, rp.train_encoder.mask)
 
     def last(name):  # the last epoch's weights (the checkpoint), trainable parameters only
         ck = torch.load(tmp_path / name / "runs/train_encoder/checkpoint.pt", weights_only=False)

@@ -72,8 +72,11 @@ def test_stages_rerun_follows_dvc_yaml():
     assert grids.stages_rerun({"encoder.sta": False}, dvc) == ["train_encoder", "cache_features", "train_relation",
                                                                  "evaluate"]
     assert grids.stages_rerun({"data.holdout_methods": "[sbi]"}, dvc) == [
-        "manifest", "crop", "train_encoder", "cache_features", "train_relation", "evaluate", "baseline"]
-    assert grids.stages_rerun({"evaluate.ci": 0.9}, dvc) == ["evaluate", "baseline"]
+        "manifest", "crop", "train_encoder", "cache_features", "train_relation", "baseline", "peer", "evaluate"]
+    assert grids.stages_rerun({"evaluate.ci": 0.9}, dvc) == ["baseline", "peer", "evaluate"]
+    assert grids.stages_rerun({"evaluate.head": "joint"}, dvc) == ["evaluate"]    # the baseline has no head
+    assert grids.stages_rerun({"evaluate.groups": "people.csv"}, dvc) == ["evaluate"]
+    assert grids.stages_rerun({"peer.weights": "Meso4_F2F"}, dvc) == ["peer", "evaluate"]
     assert grids.stages_rerun({}, dvc) == []
 
 

@@ -48,6 +48,11 @@ def task(tmp_path_factory):
     return write_crop_dir(tmp_path_factory.mktemp("crops"), vids)
 
 
+def _train(p, crops, run_dir):
+    return train_encoder(p.encoder, p.clip, p.train_encoder, crops, run_dir, seed=p.seed, device=p.device,
+                         image_size=p.crop.image_size)
+
+
 def _params(**te):
     """The project's params.yaml (loss, head, masking as the demo runs them) at the size of this task;
     lambda_tc differs from lambda_od so that swapping them shows."""
@@ -64,7 +69,7 @@ def _params(**te):
 def trained(task, tmp_path_factory):
     torch.set_num_threads(2)
     p = _params()
-    return p, train_encoder(p, task, tmp_path_factory.mktemp("run"))
+    return p, _train(p, task, tmp_path_factory.mktemp("run"))
 
 
 def test_whole_model_fits_a_clearly_separable_task(trained, task):
@@ -103,7 +108,7 @@ def test_persistent_workers_train_the_same_weights_whatever_their_number(task, t
     torch.set_num_threads(2)
     runs = {}
     for name, w in (("w1", 1), ("w2", 2), ("w2again", 2)):
-        runs[name] = train_encoder(_params(epochs=2, num_workers=w), task, tmp_path / name)
+        runs[name] = _train(_params(epochs=2, num_workers=w), task, tmp_path / name)
     ref = runs["w1"].model.state_dict()
     for name in ("w2", "w2again"):
         other = runs[name].model.state_dict()
@@ -206,9 +211,9 @@ def test_paired_sampling_feeds_whole_pairs_to_the_encoder(tmp_path, monkeypatch)
     for workers in (0, 1):
         seen.clear()
         p = _params(epochs=2, num_workers=workers, sampling="paired", batch_size=4)
-        train_encoder(p, crops, tmp_path / f"w{workers}")
+        _train(p, crops, tmp_path / f"w{workers}")
         assert [len(b) for b in seen] == [4, 4, 4] * 2
         assert all(b == [0.0, 1.0, 0.0, 1.0] for b in seen)
         seen.clear()
-        train_encoder(_params(epochs=2, num_workers=workers, batch_size=4), crops, tmp_path / f"s{workers}")
+        _train(_params(epochs=2, num_workers=workers, batch_size=4), crops, tmp_path / f"s{workers}")
         assert any(b != [0.0, 1.0, 0.0, 1.0] for b in seen)   # shuffled: not in pairs

@@ -1,7 +1,6 @@
 """Eq. 1, 6, 7 and Algorithm 1 (graph_models/masking.py) against hand-written references."""
 import pytest
 import torch
-from torch_geometric.data import Data
 
 from graph_models.masking import EdgeMasking, edge_mask, mask_edges, minimal_mask, random_mask
 
@@ -80,18 +79,48 @@ def test_invalid_arguments():
     with pytest.raises(ValueError):
         mask_edges(E, 0.5, "largest")
     with pytest.raises(ValueError):
-        EdgeMasking(-0.1)
+        EdgeMasking("minimal", -0.1, "step", False)
 
 
-def test_edge_masking_transform():
-    ei = torch.tensor([[0, 1, 2, 0], [1, 2, 0, 2]])
-    data = Data(edge_index=ei, edge_weight=torch.tensor([0.0, 10.0, 4.9, 5.0]), num_nodes=3)
-    out = EdgeMasking(0.5, "minimal")(data)
-    assert torch.equal(out.edge_weight, torch.tensor([0.0, 10.0, 0.0, 5.0]))
-    assert torch.equal(out.edge_index, ei)                             # edges stay, weights zeroed
-    plain = EdgeMasking(1.0, "random")(Data(edge_index=ei, num_nodes=3))
-    assert torch.equal(plain.edge_weight, torch.zeros(4))
-    assert "minimal" in repr(EdgeMasking(0.5))
+def test_edge_masking_module_holds_every_setting_and_follows_the_mode():
+    e = torch.tensor([[0.0, 10.0], [4.9, 5.0]])
+    m = EdgeMasking("minimal", 0.5, "step", False)
+    assert list(m.parameters()) == [] and m.state_dict() == {}          # a model's state_dict is unchanged
+    assert torch.equal(m.train()(e), torch.tensor([[0.0, 10.0], [0.0, 5.0]]))   # Eq. 6: q = 5
+    assert m.eval().indicator(e) is None and m(e) is e                  # the paper: unmasked at evaluation
+    expected = EdgeMasking("random", 0.25, "step", "expected").eval()
+    assert torch.equal(expected(e), e * 0.75)                           # E[eta] = 1 - p
+    drawn = EdgeMasking("random", 1.0, "step", True).eval()
+    assert torch.equal(drawn(e), torch.zeros(2, 2))                     # RQ2: drawn as in training
+    assert EdgeMasking("none", 0.9, "step", True).train().indicator(e) is None
+    assert "strategy='minimal', rate=0.5" in repr(m)
+
+
+def test_edge_masking_epoch_schedule_keeps_one_mask_until_new_epoch():
+    torch.manual_seed(0)
+    e = torch.randn(6, 6)
+    m = EdgeMasking("random", 0.5, "epoch", False).train()
+    first = m.indicator(e)
+    assert torch.equal(first, m.indicator(e))
+    m.new_epoch()
+    assert not torch.equal(first, m.indicator(e))
+
+
+def test_edge_masking_config_round_trip_and_bad_settings():
+    cfg = {"strategy": "random", "rate": 0.3, "in_inference": "expected", "schedule": "epoch"}
+    assert EdgeMasking.from_config(cfg).config() == cfg
+    assert list(EdgeMasking.from_config(cfg).config()) == ["strategy", "rate", "in_inference", "schedule"]
+    for bad, match in [(dict(cfg, rate=1.5), "rate"), (dict(cfg, rate=True), "rate"),
+                       (dict(cfg, strategy="largest"), "strategy"), (dict(cfg, schedule="batch"), "schedule"),
+                       (dict(cfg, in_inference="yes"), "in_inference"), (dict(cfg, speed=1), "speed"),
+                       ({"strategy": "none"}, "lack")]:
+        with pytest.raises(ValueError, match=match):
+            EdgeMasking.from_config(bad)
+
+
+def test_edge_masking_config_keys_are_the_mask_params():
+    from pipeline.params import MaskParams
+    assert EdgeMasking.from_config(MaskParams().model_dump()).config() == MaskParams().model_dump()
 
 
 def test_minimal_mask_at_rate_one_keeps_the_maximum_despite_float32_rounding():

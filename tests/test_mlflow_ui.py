@@ -23,6 +23,7 @@ import pytest
 
 from pipeline.cli import ui_url
 from pipeline.params import load_params
+from pipeline.tracking import sync_workspace
 from test_tracking import run_stage
 
 pytestmark = pytest.mark.slow
@@ -97,6 +98,12 @@ def logged(server, tmp_path_factory):
             p = params.model_copy(update={"mask": params.mask.model_copy(update={"rate": rate})})
             run_stage("train_relation", p)
             run_stage("evaluate", p, auc=auc)
+            # the always-run `track` stage then syncs the workspace's metrics files into the parent
+            Path("metrics").mkdir(exist_ok=True)
+            Path("metrics/evaluate.json").write_text(json.dumps({"test": {"auc": auc, "auc_ci_low": auc - 0.2,
+                                                                          "auc_ci_high": auc + 0.1, "n": 12}}))
+            Path("metrics/baseline.json").write_text(json.dumps({"test": {"auc": 0.65, "n": 12}}))
+            sync_workspace(p, p.mlflow)
     finally:
         mp.undo()
     return base, _api(base, "experiments/get-by-name?experiment_name=mrl")["experiment"], store
@@ -113,8 +120,9 @@ def test_rest_api_has_both_parents_their_children_params_and_metrics(logged):
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         assert run["info"]["status"] == "FINISHED"
         assert params["mask.rate"] == str(rate) and metrics["test_auc"] == auc and "test_auc_ci_low" in metrics
+        assert metrics["baseline.test_auc"] == 0.65  # synced from metrics/baseline.json
         kids = _search(base, exp["experiment_id"], f"tags.`mlflow.parentRunId` = '{run['info']['run_id']}'")
-        assert sorted(k["info"]["run_name"] for k in kids) == [f"{name}/evaluate", f"{name}/train_relation"]
+        assert sorted(k["info"]["run_name"] for k in kids) == ["evaluate", "train_relation"]  # named by stage
 
 
 def _page_text(html: str) -> str:
@@ -130,7 +138,8 @@ def test_the_experiment_page_renders_the_runs_in_headless_chromium(logged):
     shot = ARTIFACTS / "mlflow_experiment_page.png"
     shot.unlink(missing_ok=True)
     url = ui_url(f"sqlite:///{store / 'mlflow.db'}", base=base)   # the page `mrl results` points to
-    assert url == f"{base}/#/experiments/{exp['experiment_id']}?workflowType=machine_learning"
+    assert url == f"{base}/#/experiments/{exp['experiment_id']}/runs?workflowType=machine_learning" \
+                  "&viewStateShareKey=mrl"
     res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                           "--window-size=1600,1000", "--virtual-time-budget=30000", f"--screenshot={shot}",
                           "--dump-dom", url], capture_output=True, text=True, timeout=120)
@@ -139,4 +148,8 @@ def test_the_experiment_page_renders_the_runs_in_headless_chromium(logged):
     for name in EXPERIMENTS:                       # the parents, one row each (children folded under them)
         assert name in text, text[:2000]
     assert "6 matching runs" in text, text[:2000]  # 2 parents + 4 stage runs
+    # the experiment's shared view: the test AUC, its interval, the baseline's and the varied param as columns
+    assert "You're viewing a shared view" in text, text[:2000]
+    for column in ("test_auc", "test_auc_ci_low", "test_auc_ci_high", "baseline.test_auc", "mask.rate"):
+        assert f" {column} " in text, (column, text[:2000])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

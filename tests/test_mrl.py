@@ -31,7 +31,7 @@ def small_params(**over):
 
 
 def run_once(params, size=32, batch=2):
-    model = build_model(params)
+    model = build_model(params.encoder, params.clip, params.train_encoder.relation, params.train_encoder.mask)
     frames = params.clip.frames
     logits, enc = model(torch.rand(batch, 3, frames, size, size))
     t = params.clip.frames // params.clip.snippet_length
@@ -92,20 +92,20 @@ def test_tgt_cells_in_model(cell):
 
 def test_masking_only_in_training_unless_in_inference():
     p = small_params(**{"train_encoder.mask.rate": 0.5})
-    rel = build_model(p).relation
+    rel = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).relation
     e = rel.edges.detach()
     q = e.min() + (e.max() - e.min()) * 0.5
     assert torch.equal(rel.train().masked_edges(), e * (e >= q))
     assert torch.equal(rel.eval().masked_edges(), e)
     p2 = small_params(**{"train_encoder.mask.in_inference": True})
-    rel2 = build_model(p2).relation.eval()
+    rel2 = build_model(p2.encoder, p2.clip, p2.train_encoder.relation, p2.train_encoder.mask).relation.eval()
     assert (rel2.masked_edges() == 0).sum() > 0
 
 
 def test_random_mask_redrawn_each_call():
     p = small_params(**{"train_encoder.mask.strategy": "random", "train_encoder.mask.rate": 0.5,
                         "train_encoder.relation.dropout": 0.0})
-    rel = build_model(p).relation.train()
+    rel = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).relation.train()
     v = torch.randn(2, 2, 3, 16)
     assert not torch.equal(rel(v), rel(v))
     rel.eval()
@@ -115,8 +115,8 @@ def test_random_mask_redrawn_each_call():
 def test_build_model_reads_train_encoder_sections():
     p = small_params(**{"train_encoder.mask.strategy": "random", "train_encoder.mask.rate": 0.3,
                         "train_encoder.relation.hidden": 6})
-    m = build_model(p)
-    assert (m.relation.mask_strategy, m.relation.mask_rate) == ("random", 0.3)
+    m = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask)
+    assert (m.relation.masking.strategy, m.relation.masking.rate) == ("random", 0.3)
     assert m.relation.cell.out_channels == 6 and m.relation.heads == 3
     rel = build_relation(16, 3, p.relation, p.mask)                    # the relation stage's own sections
     assert rel(torch.randn(2, 4, 3, 16)).shape == (2,)
@@ -128,7 +128,7 @@ def test_determinism_same_seed_same_output():
     outs = []
     for _ in range(2):
         torch.manual_seed(123)
-        m = build_model(p)
+        m = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask)
         logits, enc = m(x)
         outs.append((logits.detach(), enc.vertices.detach()))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
@@ -228,7 +228,7 @@ def test_paper_size_forward_backward():
     p = parse_params({"encoder": {"backbone": "mc3_18", "pretrained": None, "heads": 12},
                       "clip": {"frames": 100, "snippet_length": 20}})
     torch.manual_seed(0)
-    model = build_model(p)
+    model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask)
     t0 = time.time()
     logits, enc = model(torch.rand(1, 3, 100, 112, 112))
     assert enc.vertices.shape == (1, 5, 12, 512) and enc.attention.shape == (1, 5, 12, 7, 7)
@@ -269,7 +269,7 @@ def test_masked_edges_and_the_evaluation_graph():
     assert torch.equal(rel.masked_edges().detach(), e * kept)
     rel.eval()
     assert torch.equal(rel.masked_edges().detach(), e)  # paper: unmasked at evaluation
-    rel.mask_in_inference = "expected"
+    rel.masking.in_inference = "expected"
     assert torch.equal(rel.masked_edges().detach(), e * kept)  # minimal: the training graph
     rnd = _relation(strategy="random", rate=0.25, in_inference="expected").eval()
     assert torch.allclose(rnd.masked_edges().detach(), rnd.edges.detach() * 0.75)
@@ -282,7 +282,7 @@ def test_epoch_schedule_draws_one_mask_per_epoch():
     ep = _relation(strategy="random", rate=0.5, schedule="epoch").train()
     first = ep.edge_indicator()
     assert torch.equal(first, ep.edge_indicator())
-    ep.new_epoch()
+    ep.masking.new_epoch()
     assert not torch.equal(first, ep.edge_indicator())
 
 
@@ -336,6 +336,75 @@ def test_batch_input_norm_standardises_each_vertex_entry_over_batch_and_snippets
     assert torch.allclose(z.std(0, unbiased=False), torch.ones(15), atol=1e-2)
     assert _relation(input_norm="none").normalize_input(v) is v                              # 'none': the paper's vertices
     with pytest.raises(ValueError, match="input_norm"):
+        from graph_models.masking import EdgeMasking
         from graph_models.mrl import RelationLearner
         from graph_models.gconv_gru import build_cell
-        RelationLearner(3, 5, build_cell("dense_gru", 3, 4), input_norm="layer")
+        RelationLearner(3, 5, build_cell("dense_gru", 3, 4), EdgeMasking("minimal", 0.5, "step", False),
+                        adjacency_mode="raw", mlp_hidden=4, dropout=0.0, edge_init="gaussian", input_norm="layer")
+
+
+def test_a_relation_file_restores_the_masking_it_was_trained_with(tmp_path):
+    """models/relation.pt as the stage writes it (and as files of the previous code are: the same keys) loads
+    with the learner's one masking object rebuilt from the file's ``mask``, whatever params.yaml says now."""
+    from pipeline.model_io import load_relation
+    from pipeline.params import MaskParams, RelationParams
+    from pipeline.runtime import atomic_torch_save
+    torch.manual_seed(5)
+    relation = RelationParams(hidden=4, mlp_hidden=4)
+    mask = MaskParams(strategy="random", rate=0.3, in_inference="expected", schedule="epoch")
+    rel = build_relation(3, 5, relation, mask)
+    payload = {"format": "mrl-relation/1", "state_dict": rel.state_dict(), "in_dim": 3, "heads": 5, "snippets": 2,
+               "relation": relation.model_dump(), "mask": mask.model_dump(), "threshold": 0.5,
+               "encoder_sha256": "", "best_epoch": 1}
+    atomic_torch_save(payload, tmp_path / "relation.pt")
+    loaded, meta = load_relation(tmp_path / "relation.pt")
+    assert loaded.masking.config() == mask.model_dump() == rel.masking.config()
+    assert not loaded.training and torch.equal(loaded.masked_edges(), loaded.edges * 0.7)  # 'expected', random
+    assert torch.equal(loaded.edges, rel.edges)
+    payload["mask"] = {"strategy": "random", "rate": 0.3}                   # no file of this project lacks them
+    atomic_torch_save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="lack"):
+        load_relation(tmp_path / "bad.pt")
+
+
+def test_a_learner_pickled_before_the_masking_object_unpickles_with_it():
+    """An MLflow model of an older run is a pickle of the learner with four loose mask attributes."""
+    from graph_models.mrl import RelationLearner
+    rel = _relation(strategy="random", rate=0.25, in_inference="expected").eval()
+    state = dict(rel.__dict__)
+    state["_modules"] = {k: v for k, v in state["_modules"].items() if k != "masking"}
+    state.update(mask_strategy="random", mask_rate=0.25, mask_schedule="step", mask_in_inference="expected",
+                 _epoch_mask=None)
+    old = RelationLearner.__new__(RelationLearner)
+    old.__setstate__(state)
+    assert old.masking.config() == rel.masking.config() and not old.masking.training
+    assert torch.equal(old.masked_edges(), rel.edges * 0.75)
+
+
+def test_library_defaults_are_the_params_defaults():
+    """Defaults live in pipeline/params.py: a library argument that has a default at all has that one."""
+    import inspect
+
+    from graph_models import STA, Encoder, EdgeMasking, RelationLearner, build_backbone, build_cell, mrl_loss
+    from pipeline.params import EncoderParams, MaskParams, RelationParams, TrainEncoderParams
+    table = [
+        (EdgeMasking.__init__, MaskParams, {"strategy": "strategy", "rate": "rate", "schedule": "schedule",
+                                            "in_inference": "in_inference"}),
+        (RelationLearner.__init__, RelationParams, {"adjacency_mode": "adjacency", "mlp_hidden": "mlp_hidden",
+                                                    "dropout": "dropout", "edge_init": "edge_init",
+                                                    "input_norm": "input_norm"}),
+        (build_cell, RelationParams, {"layers": "layers", "cheb_k": "cheb_k"}),
+        (Encoder.__init__, EncoderParams, {"input_filter": "input_filter"}),
+        (STA.__init__, EncoderParams, {"attention": "attention", "pooling": "pooling", "enabled": "sta"}),
+        (build_backbone, EncoderParams, {"pretrained": "pretrained", "width": "width"}),
+        (mrl_loss, TrainEncoderParams, {"lambda_od": "lambda_od", "lambda_tc": "lambda_tc", "od_variant": "od_variant",
+                                        "tc_variant": "tc_variant", "od_reduction": "od_reduction"}),
+    ]
+    for fn, section, names in table:
+        sig = inspect.signature(fn).parameters
+        for arg, field in names.items():
+            default = sig[arg].default
+            if default is not inspect.Parameter.empty:
+                assert default == section.model_fields[field].default, f"{fn.__qualname__}({arg}={default!r})"
+    required = inspect.signature(RelationLearner.__init__).parameters
+    assert all(required[a].default is inspect.Parameter.empty for a in ("masking", "mlp_hidden", "input_norm"))

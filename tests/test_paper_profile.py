@@ -27,6 +27,28 @@ def _readme_overrides() -> dict[str, str]:
     return dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-S")
 
 
+def _params_yaml_header_command() -> list[str]:
+    """The `dvc exp run` line in params.yaml's header comment (continued with backslashes)."""
+    lines, on = [], False
+    for line in (ROOT / "params.yaml").read_text().splitlines():
+        body = line.lstrip("#").strip()
+        on = on or body.startswith("dvc exp run")
+        if on:
+            lines.append(body.rstrip("\\"))
+            if not body.endswith("\\"):
+                break
+    return shlex.split(" ".join(lines))
+
+
+def test_params_yaml_header_gives_the_readmes_paper_command():
+    """Both places that print the paper-settings command print the same one (lr halved every 5 epochs)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Paper settings", 1)[1].split("\n#", 1)[0]
+    readme = shlex.split(re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " "))
+    assert _params_yaml_header_command() == readme
+    assert _readme_overrides()["train_encoder.lr_step"] == _readme_overrides()["train_relation.lr_step"] == "5"
+
+
 def _apply(raw: dict, overrides: dict[str, str]) -> dict:
     for key, value in overrides.items():
         node = raw
@@ -60,7 +82,8 @@ def test_paper_model_builds_and_takes_one_step():
 
     torch.manual_seed(0)
     p = paper_params()
-    model = build_model(p.model_copy(update={"encoder": p.encoder.model_copy(update={"pretrained": None})}))
+    model = build_model(p.encoder.model_copy(update={"pretrained": None}), p.clip, p.train_encoder.relation,
+                        p.train_encoder.mask)
     opt = torch.optim.Adam(model.parameters(), lr=p.train_encoder.lr)
     x = torch.rand(1, 3, p.clip.frames, p.crop.image_size, p.crop.image_size)
     logits, enc = model(x)

@@ -147,3 +147,14 @@ def test_merge_overrides_replaces_nested_keys_only():
     got = merge_overrides(base, {"mask": {"rate": 0.6}, "clip": {"frames": 8}})
     assert got == {"mask": {"rate": 0.6, "strategy": "minimal"}, "seed": 0, "clip": {"frames": 8}}
     assert base["mask"]["rate"] == 0.5                         # the input is not changed
+
+
+def test_evaluate_groups_and_the_peer_section_are_checked_at_load_time():
+    assert parse_params({"evaluate": {"groups": " data/demo/people.csv "}}).evaluate.groups == "data/demo/people.csv"
+    assert parse_params({"evaluate": {"groups": None}}).evaluate.groups is None
+    with pytest.raises(ParamsError, match=r"'evaluate.groups': .*must be the path of a .csv file"):
+        parse_params({"evaluate": {"groups": "people.txt"}})
+    with pytest.raises(ParamsError, match=r"'peer.weights': .*'Meso4_DF' or 'Meso4_F2F'"):
+        parse_params({"peer": {"weights": "MesoInception_DF"}})
+    with pytest.raises(ParamsError, match=r"unknown key 'peer.frame'; did you mean 'peer.frames'\?"):
+        parse_params({"peer": {"frame": 8}})

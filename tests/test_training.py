@@ -8,7 +8,9 @@ import torch
 from graph_models import build_relation
 from pipeline.params import MaskParams, OptimParams, RelationParams
 from pipeline.runtime import seed_everything
-from pipeline.learning.training import fit, video_metrics, window_predictions
+from pipeline.learning.training import fit
+from pipeline.scoring.inference import window_predictions
+from pipeline.scoring.metrics import video_metrics
 
 T, N, C = 3, 4, 6
 

@@ -20,7 +20,7 @@ from pipeline.params import merge_overrides
 __all__ = ["PROJECT_ROOT", "make_workspace", "merge_overrides", "commit_all", "run_dvc", "stages_run"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_COPY = ["pipeline", "graph_models", "feature_cache", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
+_COPY = ["pipeline", "graph_models", "feature_cache", "peer_models", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml",
          ".gitignore"]
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 
 __all__ = ["ClipDataset", "EpochShuffle", "PairedShuffle", "clip_to_tensor", "clip_batch_to_input", "window_loader"]
 
@@ -182,7 +182,7 @@ def window_loader(crop_dir: str, split: str, batch_size: int, num_workers: int,
 
     ``shuffle_gen``: shuffle with this generator (the epoch generator). ``shard`` (under torchrun):
     ``batch_size`` is the global batch and this rank gets its slice of each one
-    (:class:`pipeline.learning.distributed.ShardedBatchSampler`; the permutation is drawn from ``shuffle_gen``
+    (:class:`pipeline.distributed.ShardedBatchSampler`; the permutation is drawn from ``shuffle_gen``
     exactly as the single-process loader draws it). ``persistent``: keep the worker processes (and
     their open HDF5 handles) between passes, for a loader iterated every epoch. ``dataset``: an
     already-built dataset (a ``Subset`` of windows, say) instead of the ``split`` of ``crop_dir``.

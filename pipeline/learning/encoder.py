@@ -9,7 +9,7 @@ into the ``models/encoder.pt`` dict: plain tensors and JSON-able metadata, loada
 
 Under torchrun ``train_encoder.batch_size`` stays the global batch (each rank takes its slice of every
 global batch of the single-process epoch), BatchNorm becomes SyncBatchNorm on CUDA, and rank 0 validates
-(see :mod:`pipeline.learning.distributed`).
+(see :mod:`pipeline.distributed`).
 """
 from __future__ import annotations
 
@@ -21,15 +21,16 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from feature_cache import sha256_file
 from graph_models import build_model, mrl_loss
 from pipeline.ingest.augment import AugmentedClips
 from pipeline.ingest.clips import ClipDataset, EpochShuffle, PairedShuffle, clip_batch_to_input, window_loader
-from pipeline.learning import distributed as dist
-from pipeline.learning.training import FitResult, fit, video_metrics, window_predictions
+from pipeline import distributed as dist
+from pipeline.learning.training import FitResult, fit
 from pipeline.model_card import crop_config_from_params
-from pipeline.params import Params
-from pipeline.runtime import autocast, params_digest, resolve_device, seed_everything
+from pipeline.params import ClipParams, CropParams, EncoderParams, RelationParams, TrainEncoderParams
+from pipeline.runtime import autocast, params_digest, resolve_device, seed_everything, sha256_file
+from pipeline.scoring.inference import window_predictions
+from pipeline.scoring.metrics import video_metrics
 
 __all__ = ["ENCODER_FORMAT", "EncoderTraining", "stage_params", "predict_windows", "crops_fingerprint",
            "train_encoder", "encoder_payload", "best_val_metrics"]
@@ -37,10 +38,11 @@ __all__ = ["ENCODER_FORMAT", "EncoderTraining", "stage_params", "predict_windows
 ENCODER_FORMAT = "mrl-encoder/1"
 
 
-def stage_params(p: Params) -> dict:
-    """The params the encoder depends on (as declared in dvc.yaml)."""
-    return {"seed": p.seed, "clip": p.clip.model_dump(), "encoder": p.encoder.model_dump(),
-            "train_encoder": p.train_encoder.model_dump(), "crop": {"image_size": p.crop.image_size}}
+def stage_params(seed: int, encoder: EncoderParams, clip: ClipParams, train: TrainEncoderParams,
+                 image_size: int) -> dict:
+    """The params the encoder depends on (as declared in dvc.yaml), for the checkpoint's digest."""
+    return {"seed": seed, "clip": clip.model_dump(), "encoder": encoder.model_dump(),
+            "train_encoder": train.model_dump(), "crop": {"image_size": image_size}}
 
 
 def _keys(batch: dict) -> pd.DataFrame:
@@ -79,16 +81,22 @@ class EncoderTraining:
     val_windows: int
     train_videos: int        # the videos and distinct people the training windows come from
     train_identities: int    # (the learning curve's x)
+    encoder: EncoderParams   # the settings it was built with (the head's masking is in model.relation.masking)
+    clip: ClipParams
+    head: RelationParams
 
 
-def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
+def train_encoder(encoder: EncoderParams, clip: ClipParams, train: TrainEncoderParams, crop_dir: str | Path,
+                  run_dir: Path, *, seed: int, device: str, image_size: int,
                   log_epoch: Callable[[dict, int], None] = lambda m, e: None) -> EncoderTraining:
-    """Train the encoder with its relation head; checkpoints go to ``run_dir`` (resumed when they match)."""
+    """Train the encoder with its relation head, from the ``encoder``, ``clip`` and ``train_encoder`` sections,
+    the ``seed``, the ``device`` and the crops' ``image_size`` (part of the checkpoint's identity);
+    checkpoints go to ``run_dir`` (resumed when they match)."""
     crop_dir = str(crop_dir)
-    seed_everything(p.seed)
-    device = dist.device_for(resolve_device(p.device))
-    te = p.train_encoder
-    model = build_model(p)
+    seed_everything(seed)
+    device = dist.device_for(resolve_device(device))
+    te = train
+    model = build_model(encoder, clip, te.relation, te.mask)
     pin = device.type == "cuda"  # page-locked batches: the uint8 clips go to the GPU with non_blocking copies
     val_loader = window_loader(crop_dir, "val", te.batch_size, te.num_workers, persistent=True, pin_memory=pin)
     if len(val_loader.dataset) == 0:
@@ -101,7 +109,7 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
     augmented = None
     if te.augment or te.pseudo_fake_prob > 0:
         augmented = AugmentedClips(ClipDataset(crop_dir, split="train", with_landmarks=te.pseudo_fake_prob > 0),
-                                   p.seed, te.pseudo_fake_prob, te.augment)
+                                   seed, te.pseudo_fake_prob, te.augment)
 
     # One training loader for all epochs, its workers kept alive (no start-up and HDF5 re-opening per epoch),
     # reshuffled from each epoch generator. Not with augmentation (the workers' copies of the dataset would
@@ -146,27 +154,29 @@ def train_encoder(p: Params, crop_dir: str | Path, run_dir: Path,
         return {"val_loss": loss, **video_metrics(w)}
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=p.seed,
-              device=device, checkpoint=Path(run_dir) / "checkpoint.pt",
-              digest=params_digest({**stage_params(p), "data": crops_fingerprint(crop_dir)}),
+    digest = params_digest({**stage_params(seed, encoder, clip, te, image_size), "data": crops_fingerprint(crop_dir)})
+    res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=seed,
+              device=device, checkpoint=Path(run_dir) / "checkpoint.pt", digest=digest,
               log_epoch=log_epoch, desc="train_encoder")
     model.load_state_dict(res.best_state)
     return EncoderTraining(model, res, n_train, len(val_loader.dataset),
                            train_videos=len(train_index.drop_duplicates(["dataset", "method", "video_id"])),
-                           train_identities=len(train_index.drop_duplicates(["dataset", "identity"])))
+                           train_identities=len(train_index.drop_duplicates(["dataset", "identity"])),
+                           encoder=encoder, clip=clip, head=te.relation)
 
 
-def encoder_payload(p: Params, result: EncoderTraining) -> dict:
-    """The ``models/encoder.pt`` dict: the best encoder weights, its head, and what inference must reproduce."""
+def encoder_payload(result: EncoderTraining, crop: CropParams) -> dict:
+    """The ``models/encoder.pt`` dict: the best encoder weights, its head, and what inference must reproduce
+    (the settings it was built with, and the ``crop`` settings of the crops it was trained on)."""
     state = result.fit.best_state
     return {"format": ENCODER_FORMAT,
             "state_dict": {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")},
-            "encoder": p.encoder.model_dump(), "clip": p.clip.model_dump(),
-            "image_size": p.crop.image_size, "crop": crop_config_from_params(p),
-            "out_dim": int(result.model.encoder.out_dim), "heads": int(p.encoder.heads),
+            "encoder": result.encoder.model_dump(), "clip": result.clip.model_dump(),
+            "image_size": crop.image_size, "crop": crop_config_from_params(crop, result.clip),
+            "out_dim": int(result.model.encoder.out_dim), "heads": int(result.encoder.heads),
             "best_epoch": result.fit.best_epoch,
             "head_state_dict": {k[len("relation."):]: v for k, v in state.items() if k.startswith("relation.")},
-            "head": p.train_encoder.relation.model_dump(), "head_mask": p.train_encoder.mask.model_dump()}
+            "head": result.head.model_dump(), "head_mask": result.model.relation.masking.config()}
 
 
 def best_val_metrics(res: FitResult) -> dict:

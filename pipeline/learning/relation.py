@@ -18,21 +18,22 @@ import torch
 
 from feature_cache import load_split, open_cache
 from graph_models import build_relation
-from pipeline.learning import distributed as dist
-from pipeline.learning.training import FitResult, fit, video_metrics
-from pipeline.params import Params
+from pipeline import distributed as dist
+from pipeline.learning.training import FitResult, fit
+from pipeline.params import MaskParams, RelationParams, TrainRelationParams
 from pipeline.runtime import params_digest, resolve_device, seed_everything
 from pipeline.scoring.inference import predict_vertices
-from pipeline.scoring.metrics import threshold_at_eer, video_scores
+from pipeline.scoring.metrics import threshold_at_eer, video_metrics, video_scores
 
 __all__ = ["RELATION_FORMAT", "RelationTraining", "stage_params", "train_relation", "relation_payload"]
 
 RELATION_FORMAT = "mrl-relation/1"
 
 
-def stage_params(p: Params) -> dict:
-    return {"seed": p.seed, "mask": p.mask.model_dump(), "relation": p.relation.model_dump(),
-            "train_relation": p.train_relation.model_dump()}
+def stage_params(seed: int, relation: RelationParams, mask: MaskParams, train: TrainRelationParams) -> dict:
+    """The params the relation learner depends on (as declared in dvc.yaml), for the checkpoint's digest."""
+    return {"seed": seed, "mask": mask.model_dump(), "relation": relation.model_dump(),
+            "train_relation": train.model_dump()}
 
 
 @dataclass
@@ -45,20 +46,23 @@ class RelationTraining:
     val_windows: int
     shape: tuple  # (T, N, C)
     encoder_sha256: str
+    relation: RelationParams  # the settings it was built with (the masking's are in model.masking)
 
 
-def train_relation(p: Params, features: Path, run_dir: Path, encoder_sha256: Optional[str] = None,
+def train_relation(relation: RelationParams, mask: MaskParams, train: TrainRelationParams, features: Path,
+                   run_dir: Path, *, seed: int, device: str, encoder_sha256: Optional[str] = None,
                    log_epoch: Callable[[dict, int], None] = lambda m, e: None) -> RelationTraining:
-    """Train on ``features`` (refused unless written by the encoder with ``encoder_sha256``, when given)."""
-    seed_everything(p.seed)
-    device = dist.device_for(resolve_device(p.device))
+    """Train on ``features`` (refused unless written by the encoder with ``encoder_sha256``, when given), with
+    the ``relation``, ``mask`` and ``train_relation`` sections, the ``seed`` and the ``device`` of the params."""
+    seed_everything(seed)
+    device = dist.device_for(resolve_device(device))
     xtr, ytr, _ = load_split(features, "train", encoder_sha256)
     xva, yva, kva = load_split(features, "val", encoder_sha256)
     if xtr is None or xva is None:
         raise RuntimeError(f"{features}: needs windows in both train and val splits")
     _, T, N, C = xtr.shape
-    rel = build_relation(C, N, p.relation, p.mask)
-    tr = p.train_relation
+    rel = build_relation(C, N, relation, mask)
+    tr = train
     lossf = torch.nn.BCEWithLogitsLoss()
 
     def train_batches(gen):
@@ -83,22 +87,24 @@ def train_relation(p: Params, features: Path, run_dir: Path, encoder_sha256: Opt
         return {"val_loss": loss, **video_metrics(w)}
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    res = fit(rel, train_batches=train_batches, step=step, validate=validate, optim=tr, seed=p.seed,
-              device=device, checkpoint=Path(run_dir) / "checkpoint.pt",
-              digest=params_digest({**stage_params(p), "features": open_cache(features, verify=False).content_sha256}),
+    digest = params_digest({**stage_params(seed, relation, mask, train),
+                            "features": open_cache(features, verify=False).content_sha256})
+    res = fit(rel, train_batches=train_batches, step=step, validate=validate, optim=tr, seed=seed,
+              device=device, checkpoint=Path(run_dir) / "checkpoint.pt", digest=digest,
               log_epoch=log_epoch, desc="train_relation")
     rel.load_state_dict(res.best_state)
     thr = float("nan")
     if dist.is_main():
         vids = video_scores(predict_vertices(rel, xva, kva, device))
         thr = float(threshold_at_eer(vids["label"].to_numpy(), vids["score"].to_numpy()))
-    return RelationTraining(rel, res, thr, len(xtr), len(xva), (T, N, C), encoder_sha256 or "")
+    return RelationTraining(rel, res, thr, len(xtr), len(xva), (T, N, C), encoder_sha256 or "", relation)
 
 
-def relation_payload(p: Params, result: RelationTraining) -> dict:
-    """The ``models/relation.pt`` dict: best weights, the settings to rebuild it, the validation threshold."""
+def relation_payload(result: RelationTraining) -> dict:
+    """The ``models/relation.pt`` dict: best weights, the settings to rebuild it (the relation section it was
+    built with, and its masking's :meth:`~graph_models.masking.EdgeMasking.config`), the validation threshold."""
     T, N, C = result.shape
     return {"format": RELATION_FORMAT, "state_dict": result.fit.best_state, "in_dim": int(C), "heads": int(N),
-            "snippets": int(T), "relation": p.relation.model_dump(), "mask": p.mask.model_dump(),
+            "snippets": int(T), "relation": result.relation.model_dump(), "mask": result.model.masking.config(),
             "threshold": float(result.threshold), "encoder_sha256": result.encoder_sha256,
             "best_epoch": result.fit.best_epoch}

@@ -7,9 +7,9 @@ killed mid-way resumes from the last finished epoch when the checkpoint's params
 because every epoch draws its randomness from :func:`pipeline.runtime.epoch_generator` the resumed run
 ends exactly where an uninterrupted one would.
 
-Under ``torchrun`` (:mod:`pipeline.learning.distributed`) the same loop trains a DistributedDataParallel copy on
+Under ``torchrun`` (:mod:`pipeline.distributed`) the same loop trains a DistributedDataParallel copy on
 every rank: ``train_batches`` yields this rank's slice of each global batch (with the ``_gn``/``_off``/
-``_n`` bookkeeping of :func:`pipeline.learning.distributed.shard_batch`), each rank's loss is weighted so the
+``_n`` bookkeeping of :func:`pipeline.distributed.shard_batch`), each rank's loss is weighted so the
 averaged gradient is the global-batch mean, gradients are all-reduced only at optimiser steps
 (``no_sync`` in between), the training sums are all-reduced, rank 0 validates (metrics broadcast) and
 rank 0 alone logs and writes the checkpoint. Outside torchrun nothing of this runs.
@@ -25,17 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from pipeline.params import OptimParams
 from pipeline.runtime import atomic_torch_save, autocast, epoch_generator
-from pipeline.scoring.metrics import binary_metrics, video_scores
 
-__all__ = ["FitResult", "fit", "make_optimizer", "read_checkpoint", "window_predictions", "video_metrics"]
+__all__ = ["FitResult", "fit", "make_optimizer", "read_checkpoint"]
 
 StepFn = Callable[[torch.nn.Module, dict, torch.Generator], dict]
 
@@ -223,7 +220,7 @@ def _ddp_epoch(net, batches, step: StepFn, gen, optim: OptimParams, opt, scaler,
         meta = dist.batch_meta(batch)
         if meta is None:
             raise RuntimeError("under torchrun, train_batches must yield sharded batches "
-                               "(pipeline.learning.distributed.shard_batch / ShardedBatchSampler)")
+                               "(pipeline.distributed.shard_batch / ShardedBatchSampler)")
         gn, _, n_real = meta
         boundary = (i + 1) % optim.grad_accum == 0 or (total is not None and i + 1 == total)
         with (contextlib.nullcontext() if boundary or total is None else net.no_sync()):
@@ -244,21 +241,3 @@ def _ddp_epoch(net, batches, step: StepFn, gen, optim: OptimParams, opt, scaler,
     keys = sorted(sums)
     tot = dist.all_reduce(torch.tensor([sums[k] for k in keys] + [float(n)], dtype=torch.float64))
     return {k: float(tot[j]) for j, k in enumerate(keys)}, int(tot[-1])
-
-
-def window_predictions(keys: pd.DataFrame, logits: Iterable[torch.Tensor]) -> pd.DataFrame:
-    """Attach window-level fake probabilities (sigmoid of the logits) to the key table."""
-    probs = torch.cat([torch.as_tensor(x).float().reshape(-1) for x in logits]).sigmoid().numpy()
-    out = keys.reset_index(drop=True).copy()
-    if len(out) != len(probs):
-        raise ValueError(f"{len(out)} keys but {len(probs)} predictions")
-    out["prob"] = probs.astype(np.float64)
-    return out
-
-
-def video_metrics(windows: pd.DataFrame, threshold: float = 0.5, prefix: str = "val_") -> dict:
-    """Video-level AUC/ACC/EER/AP of window predictions (a video's score = mean over its windows)."""
-    vids = video_scores(windows)
-    m = binary_metrics(vids["label"].to_numpy(), vids["score"].to_numpy(), threshold)
-    return {f"{prefix}{k}": (float(v) if v is not None else float("nan"))
-            for k, v in m.items() if k in ("auc", "acc", "eer", "ap")}

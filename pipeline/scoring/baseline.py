@@ -26,6 +26,7 @@ bootstrap intervals as ``evaluate``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -34,9 +35,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.ingest.clips import ClipDataset
+from pipeline.scoring.paired import detector_summary, video_identities
 from pipeline.scoring.metrics import binary_metrics, bootstrap_auc, breakdown, video_scores
 
-__all__ = ["FEATURES", "window_features", "crop_features", "fit_baseline"]
+__all__ = ["FEATURES", "window_features", "crop_features", "fit_baseline", "baseline_report"]
 
 FEATURES = ["red_c-b", "green_c-b", "blue_c-b", "tdiff_c", "tdiff_b", "tdiff_ratio", "flicker_c",
             "lap_c", "lap_b", "lap_ratio", "grad_ring", "flicker_c-b"]
@@ -80,21 +82,25 @@ def crop_features(crop_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def fit_baseline(table: pd.DataFrame, seed: int = 0, bootstrap: int = 1000, ci: float = 0.95) -> dict:
-    """Fit on the train windows; video-level metrics (AUC with its bootstrap interval) on val and test."""
+def fit_baseline(table: pd.DataFrame, seed: int = 0, bootstrap: int = 1000, ci: float = 0.95,
+                 videos_out: Optional[dict] = None) -> dict:
+    """Fit on the train windows; video-level metrics (AUC with its bootstrap interval) on val and test.
+    ``videos_out``: a dict that receives each split's per-video scores (:func:`video_scores`)."""
     train = table[table.split == "train"]
     if train.label.nunique() < 2:
         raise ValueError("baseline: the training split needs real and fake windows")
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed))
     model.fit(train[FEATURES].to_numpy(), train.label.to_numpy())
-    out: dict = {"features": FEATURES,
-                 "coefficients": dict(zip(FEATURES, model[-1].coef_[0].round(4).tolist()))}
+    out: dict = {"model": {"features": FEATURES,   # nested: the metrics file's top level is the results
+                           "coefficients": dict(zip(FEATURES, model[-1].coef_[0].round(4).tolist()))}}
     for split in ("train", "val", "test"):
         part = table[table.split == split]
         if part.empty:
             continue
         w = part.assign(prob=model.predict_proba(part[FEATURES].to_numpy())[:, 1])
         vids = video_scores(w)
+        if videos_out is not None:
+            videos_out[split] = vids
         y, s = vids["label"].to_numpy(), vids["score"].to_numpy()
         m = binary_metrics(y, s)
         lo, hi = bootstrap_auc(y, s, bootstrap, ci, seed) if bootstrap and split != "train" else (None, None)
@@ -102,3 +108,20 @@ def fit_baseline(table: pd.DataFrame, seed: int = 0, bootstrap: int = 1000, ci: 
         if split == "test":
             out["test_per_method"] = {k: v.get("auc") for k, v in breakdown(vids, "method").items()}
     return out
+
+
+def baseline_report(crop_dir: str | Path, seed: int = 0, bootstrap: int = 1000,
+                    ci: float = 0.95) -> tuple[dict, pd.DataFrame]:
+    """:func:`fit_baseline` on the crops of ``crop_dir``, its test block completed as every detector reports it
+    (:func:`~pipeline.scoring.paired.detector_summary`: counts of fakes, reals and people, each family's
+    interval), and the test videos' scores (dataset, method, video_id, label, score, n_windows, split; empty
+    when there is no test split), which ``evaluate`` pairs with MRL's."""
+    vids: dict = {}
+    res = fit_baseline(crop_features(crop_dir), seed, bootstrap, ci, videos_out=vids)
+    test = vids.get("test")
+    if test is None:
+        return res, pd.DataFrame(columns=["dataset", "method", "video_id", "label", "score", "n_windows", "split"])
+    summary = detector_summary(test, video_identities(crop_dir), bootstrap, ci, seed)
+    res["test"].update({k: summary["test"][k] for k in ("n_fake", "n_real", "n_people")})
+    res["test_per_method_ci"] = summary["test_per_method_ci"]
+    return res, test

@@ -1,5 +1,11 @@
 """Video-level evaluation of the trained relation learner on the test split: the library behind ``evaluate``.
 
+``evaluate.head`` chooses the detector: ``relation`` (default) is the relation stage's learner, trained on the
+frozen cached vertices with cross-entropy only; ``joint`` is Algorithm 2's jointly trained model, the encoder
+with the relation head trained together with it (Eq. 12) and stored in ``models/encoder.pt``, its threshold
+the validation EER point of that model. Both read the same cached vertices, the encoder's own output in
+evaluation mode (what the joint model computes end to end).
+
 A video's score is the mean of its windows' fake probabilities, keyed by (dataset, method, video_id).
 :func:`evaluate` reports AUC (with a stratified bootstrap interval), ACC at the threshold chosen on
 VALIDATION (the EER point stored in the relation file; ``evaluate.threshold`` overrides it), EER and AP,
@@ -17,15 +23,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from feature_cache import load_split, sha256_file
-from pipeline.model_io import load_encoder, load_relation
-from pipeline.params import Params
-from pipeline.runtime import resolve_device, seed_everything
+from feature_cache import load_split
+from pipeline.model_io import load_encoder, load_joint_head, load_relation
+from pipeline.params import EvaluateParams
+from pipeline.runtime import resolve_device, seed_everything, sha256_file
 from pipeline.scoring.explain import localisation_metrics
 from pipeline.scoring.inference import predict_vertices
-from pipeline.scoring.metrics import binary_metrics, bootstrap_auc, breakdown, roc_points, video_scores
+from pipeline.scoring.metrics import (binary_metrics, bootstrap_auc, breakdown, roc_points, threshold_at_eer,
+                                      video_scores)
 
-__all__ = ["Evaluation", "evaluate", "localisation", "check_targets", "TARGETS"]
+__all__ = ["Evaluation", "evaluate", "joint_threshold", "localisation", "check_targets", "TARGETS"]
 
 # The bar a detector has to clear on the demo before its number means something (issue #13): test video
 # AUC, the lower end of its bootstrap interval, and the AUC of its worst fake family.
@@ -71,27 +78,51 @@ def localisation(relation, device, encoder_path: Path, crop_dir: Path) -> dict:
     return localisation_metrics(encoder, relation, crop_dir, "test", device)
 
 
-def evaluate(p: Params, features: Path, relation_path: Path, encoder_path: Path, crop_dir: Path) -> Evaluation:
-    seed_everything(p.seed)
-    device = resolve_device(p.device)
-    relation, meta = load_relation(relation_path, device)
-    expect = sha256_file(encoder_path) if Path(encoder_path).exists() else None
-    if expect and meta.get("encoder_sha256") and meta["encoder_sha256"] != expect:
-        raise RuntimeError(f"{relation_path}: trained on features of another encoder; re-run train_relation")
+def joint_threshold(head, features: Path, encoder_sha256: str, device) -> float:
+    """The validation EER threshold of the jointly trained model (its head on the encoder's validation
+    vertices), chosen as the relation stage chooses its own."""
+    x, _, keys = load_split(features, "val", encoder_sha256)
+    if x is None:
+        raise RuntimeError(f"{features}: no validation windows to choose the joint model's threshold on")
+    vids = video_scores(predict_vertices(head, x, keys, device))
+    return float(threshold_at_eer(vids["label"].to_numpy(), vids["score"].to_numpy()))
+
+
+def evaluate(ev: EvaluateParams, features: Path, relation_path: Path, encoder_path: Path, crop_dir: Path, *,
+             seed: int, device: str) -> Evaluation:
+    """``ev.head``: ``relation`` scores the test vertices with the relation stage's learner
+    (``relation_path``); ``joint`` with the relation head trained together with the encoder (Algorithm 2,
+    stored in ``encoder_path``; ``relation_path`` is not read). Either way the vertices are the cached
+    output of that encoder (``features``, refused if written by another one)."""
+    seed_everything(seed)
+    device = resolve_device(device)
+    if ev.head == "joint":
+        relation, _ = load_joint_head(encoder_path, device)
+        expect = sha256_file(encoder_path)
+    else:
+        relation, meta = load_relation(relation_path, device)
+        expect = sha256_file(encoder_path) if Path(encoder_path).exists() else None
+        if expect and meta.get("encoder_sha256") and meta["encoder_sha256"] != expect:
+            raise RuntimeError(f"{relation_path}: trained on features of another encoder; re-run train_relation")
     x, _, keys = load_split(features, "test", expect)
     if x is None:
         raise RuntimeError(f"{features}: no test windows to evaluate")
-    threshold = p.evaluate.threshold if p.evaluate.threshold is not None else meta["threshold"]
+    if ev.threshold is not None:
+        threshold = ev.threshold
+    elif ev.head == "joint":
+        threshold = joint_threshold(relation, features, expect, device)
+    else:
+        threshold = meta["threshold"]
     windows = predict_vertices(relation, x, keys, device)
     vids = video_scores(windows)
     y, s = vids["label"].to_numpy(), vids["score"].to_numpy()
     overall = _clean(binary_metrics(y, s, threshold))
-    lo, hi = bootstrap_auc(y, s, p.evaluate.bootstrap, p.evaluate.ci, p.seed) if p.evaluate.bootstrap else (None, None)
-    overall.update(auc_ci_low=lo, auc_ci_high=hi, ci=p.evaluate.ci, threshold=float(threshold),
+    lo, hi = bootstrap_auc(y, s, ev.bootstrap, ev.ci, seed) if ev.bootstrap else (None, None)
+    overall.update(auc_ci_low=lo, auc_ci_high=hi, ci=ev.ci, threshold=float(threshold),
                    windows=int(len(windows)))
-    result = {"test": overall,
-              "per_dataset": breakdown(vids, "dataset", threshold, p.evaluate.bootstrap, p.evaluate.ci, p.seed),
-              "per_method": breakdown(vids, "method", threshold, p.evaluate.bootstrap, p.evaluate.ci, p.seed),
+    result = {"head": ev.head, "test": overall,
+              "per_dataset": breakdown(vids, "dataset", threshold, ev.bootstrap, ev.ci, seed),
+              "per_method": breakdown(vids, "method", threshold, ev.bootstrap, ev.ci, seed),
               "localisation": localisation(relation, device, encoder_path, crop_dir)}
     result["targets"] = check_targets(result["test"], result["per_method"])
     curves = {"test (all)": (y, s)}

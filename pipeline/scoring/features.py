@@ -21,12 +21,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from feature_cache import FeatureCacheWriter, open_cache, sha256_file
+from feature_cache import FeatureCacheWriter, open_cache
 from pipeline.ingest.clips import ClipDataset, window_loader
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from pipeline.model_io import load_encoder
-from pipeline.params import Params
-from pipeline.runtime import resolve_device, seed_everything
+from pipeline.runtime import resolve_device, seed_everything, sha256_file
 from pipeline.scoring.inference import encode_clips
 
 SPLITS = ("train", "val", "test")
@@ -56,12 +55,13 @@ def _all_videos(crop_dir: str) -> list:
 
 
 @torch.no_grad()
-def cache_features(p: Params, crop_dir: str, encoder_path: Path, out: Path,
-                   shard: Optional[tuple[int, int]] = None) -> dict:
+def cache_features(crop_dir: str, encoder_path: Path, out: Path, *, seed: int, device: str, batch_size: int,
+                   num_workers: int, shard: Optional[tuple[int, int]] = None) -> dict:
     """Encode every window (or, with ``shard=(i, n)``, the windows of every n-th video from the i-th,
-    written to :func:`shard_path`)."""
-    seed_everything(p.seed)
-    device = dist.device_for(resolve_device(p.device))
+    written to :func:`shard_path`), ``batch_size`` windows at a time read by ``num_workers`` loader processes
+    (the stage passes ``train_encoder.batch_size`` and ``train_encoder.num_workers``)."""
+    seed_everything(seed)
+    device = dist.device_for(resolve_device(device))
     if shard is not None:
         out = shard_path(out, *shard)
         videos = _all_videos(crop_dir)
@@ -78,8 +78,7 @@ def cache_features(p: Params, crop_dir: str, encoder_path: Path, out: Path,
             if shard is not None:
                 ds = ClipDataset(crop_dir, split=split)
                 subset = torch.utils.data.Subset(ds, shard_rows(ds.index, *shard, videos=videos))
-            loader = window_loader(crop_dir, split, p.train_encoder.batch_size, p.train_encoder.num_workers,
-                                   dataset=subset)
+            loader = window_loader(crop_dir, split, batch_size, num_workers, dataset=subset)
             for batch in tqdm(loader, desc=f"cache_features {split}", leave=False, disable=not dist.is_main()):
                 v = encode_clips(encoder, batch["clip"], device, batch_size=len(batch["clip"]))
                 keys = list(zip(batch["dataset"], batch["method"], batch["video_id"],

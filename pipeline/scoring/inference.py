@@ -5,7 +5,7 @@ relation learner -> fake probability.
   ``cache_features`` stage does it (``clip_batch_to_input``, mixed precision on CUDA, float32 vertices out).
 * :func:`relation_logits` / :func:`predict_vertices` – the relation learner over vertices ``[W, T, N, C]``, as
   ``evaluate`` scores the cached features; :func:`predict_vertices` returns the key table with ``prob`` (the
-  sigmoid of the logit, :func:`pipeline.learning.training.window_predictions`).
+  sigmoid of the logit, :func:`window_predictions`).
 * :func:`window_probs` – both for a stack of windows (what ``detect`` runs on the crops of one video).
 
 A video's score is then :func:`pipeline.scoring.metrics.video_scores` (mean over its windows) in both paths.
@@ -19,12 +19,21 @@ import pandas as pd
 import torch
 
 from pipeline.ingest.clips import clip_batch_to_input
-from pipeline.learning.training import window_predictions
 from pipeline.runtime import autocast
 
-__all__ = ["KEY_COLUMNS", "encode_clips", "relation_logits", "predict_vertices", "window_probs"]
+__all__ = ["KEY_COLUMNS", "window_predictions", "encode_clips", "relation_logits", "predict_vertices", "window_probs"]
 
 KEY_COLUMNS = ["dataset", "method", "video_id", "window", "label"]
+
+
+def window_predictions(keys: pd.DataFrame, logits: Iterable[torch.Tensor]) -> pd.DataFrame:
+    """Attach window-level fake probabilities (sigmoid of the logits) to the key table."""
+    probs = torch.cat([torch.as_tensor(x).float().reshape(-1) for x in logits]).sigmoid().numpy()
+    out = keys.reset_index(drop=True).copy()
+    if len(out) != len(probs):
+        raise ValueError(f"{len(out)} keys but {len(probs)} predictions")
+    out["prob"] = probs.astype(np.float64)
+    return out
 
 
 @torch.no_grad()

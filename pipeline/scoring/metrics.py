@@ -31,7 +31,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_sco
 from pipeline.runtime import atomic_write
 
 __all__ = ["VIDEO_KEY", "video_scores", "binary_metrics", "equal_error_rate", "threshold_at_eer",
-           "bootstrap_auc", "breakdown", "roc_points", "save_roc_png"]
+           "bootstrap_auc", "breakdown", "roc_points", "save_roc_png", "video_metrics"]
 
 #: A video's key (same columns as ``pipeline.ingest.datasets.VIDEO_KEY_COLUMNS``; kept here so the
 #: metrics stay importable without the dataset adapters).
@@ -281,3 +281,11 @@ def save_roc_png(curves: Mapping[str, tuple[Sequence, Sequence]], path: str | os
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png")
     return path
+
+
+def video_metrics(windows: pd.DataFrame, threshold: float = 0.5, prefix: str = "val_") -> dict:
+    """Video-level AUC/ACC/EER/AP of window predictions (a video's score = mean over its windows)."""
+    vids = video_scores(windows)
+    m = binary_metrics(vids["label"].to_numpy(), vids["score"].to_numpy(), threshold)
+    return {f"{prefix}{k}": (float(v) if v is not None else float("nan"))
+            for k, v in m.items() if k in ("auc", "acc", "eer", "ap")}

@@ -5,4 +5,5 @@ Each module has one ``main``: read params, call library code, write the declared
 
     demo -> manifest -> crop -> train_encoder -> cache_features -> train_relation -> evaluate
                       crop -> baseline
+    (every metrics/*.json) -> track     (always run: the MLflow store follows the workspace)
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline import paths
-from pipeline.learning import distributed as dist
+from pipeline import distributed as dist
 from pipeline.params import load_params
 from pipeline.runtime import exit_now, parse_shard
 from pipeline.scoring.features import cache_features, merge_shards
@@ -31,9 +31,11 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     p = load_params(args.params)
     crops = p.crop.out_dir
+    section = dict(seed=p.seed, device=p.device, batch_size=p.train_encoder.batch_size,
+                   num_workers=p.train_encoder.num_workers)
     if dist.launched() and args.shard is None and not args.merge:  # torchrun: one shard per rank
         with dist.session(p.device):
-            s = cache_features(p, crops, paths.ENCODER, OUT, shard=(dist.rank() + 1, dist.world_size()))
+            s = cache_features(crops, paths.ENCODER, OUT, **section, shard=(dist.rank() + 1, dist.world_size()))
             print(f"cache_features rank {dist.rank()}: {s['windows']} windows in {s['seconds']} s -> {s['out']}")
             dist.barrier()
             if dist.is_main():
@@ -42,7 +44,7 @@ def main(argv=None) -> None:
             dist.barrier()
         return
     if args.shard is not None:
-        s = cache_features(p, crops, paths.ENCODER, OUT, shard=args.shard)
+        s = cache_features(crops, paths.ENCODER, OUT, **section, shard=args.shard)
         print(f"cache_features shard {args.shard[0]}/{args.shard[1]}: {s['windows']} windows in {s['seconds']} s "
               f"-> {s['out']}")
     if args.merge:
@@ -53,7 +55,7 @@ def main(argv=None) -> None:
         print(f"cache_features: merged {m['shards']} shards, {m['windows']} windows x {m['shape']} in "
               f"{m['seconds']} s -> {OUT}")
     if args.shard is None and not args.merge:
-        s = cache_features(p, crops, paths.ENCODER, OUT)
+        s = cache_features(crops, paths.ENCODER, OUT, **section)
         print(f"cache_features: {s['windows']} windows x {s['shape']} vertices in {s['seconds']} s -> {OUT}")
 
 

@@ -25,10 +25,9 @@ from typing import Optional
 
 import torch
 
-from pipeline.ingest.cropping import (FAILED, load_manifest, merge, params_hash, process, shard_report_path, totals,
-                                      write_text_atomic)
+from pipeline.ingest.cropping import FAILED, load_manifest, merge, params_hash, process, shard_report_path, totals
 from pipeline.params import ParamsError, load_params
-from pipeline.runtime import exit_now, parse_shard
+from pipeline.runtime import exit_now, parse_shard, write_text
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -58,7 +57,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         reports = process(rows, F, crop, device=params.device, progress=not args.no_progress)
         shard = {"params_hash": phash, "shard": f"{i}/{n}", "totals": totals(reports), "videos": reports}
         shard_file = shard_report_path(out_dir, i, n)
-        write_text_atomic(shard_file, json.dumps(shard, indent=1, sort_keys=True))
+        write_text(json.dumps(shard, indent=1, sort_keys=True), shard_file)
         t = shard["totals"]
         if not args.merge:
             print(f"crop shard {i}/{n}: {t['videos']} videos ({t['computed']} computed, {t['cached']} cached), "

@@ -11,19 +11,14 @@ Only this stage and ``evaluate`` depend on ``mask.*`` and ``relation.*``, so a m
 from __future__ import annotations
 
 import argparse
-import contextlib
-import time
 
-import pandas as pd
 import torch
 
-from feature_cache import sha256_file
 from pipeline import paths
-from pipeline.learning import distributed as dist
 from pipeline.learning.relation import relation_payload, train_relation
+from pipeline.learning.stage_run import run_training_stage
 from pipeline.params import load_params
-from pipeline.runtime import atomic_torch_save, exit_now, write_csv, write_json
-from pipeline.tracking import log_epoch_metrics, log_final, start_run
+from pipeline.runtime import exit_now, sha256_file
 
 STAGE = "train_relation"
 
@@ -32,32 +27,22 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     p = load_params(ap.parse_args(argv).params)
-    run_dir, metrics, plots = paths.run_dir(STAGE), paths.metrics_file(STAGE), paths.plots_file(STAGE)
     expect = sha256_file(paths.ENCODER) if paths.ENCODER.exists() else None
     if p.train_relation.threads:
         torch.set_num_threads(p.train_relation.threads)
-    with dist.session(p.device):
-        main_rank = dist.is_main()
-        t0 = time.time()
-        tracking = (start_run(STAGE, p, p.mlflow, {"features": str(paths.FEATURES)}) if main_rank
-                    else contextlib.nullcontext())
-        with tracking as run:
-            res = train_relation(p, paths.FEATURES, run_dir, expect,
-                                 log_epoch_metrics if main_rank else (lambda m, e: None))
-            if main_rank:  # rank 0 writes the outputs and logs
-                atomic_torch_save(relation_payload(p, res), paths.RELATION)
-                summary = {"best_epoch": res.fit.best_epoch, "threshold": res.threshold,
-                           "seconds": round(time.time() - t0, 2), "train_windows": res.train_windows,
-                           "val_windows": res.val_windows, "mlflow_run_id": run.info.run_id,
-                           **{k: v for k, v in res.fit.best_metrics.items() if k.startswith("val_")}}
-                write_csv(pd.DataFrame(res.fit.history), plots)
-                write_json(summary, metrics)
-                log_final(run, summary, artifacts=[plots], model=res.model, run_dir=run_dir,
-                          metrics={"threshold": res.threshold})
-        dist.barrier()
-    if main_rank:
+    summary = run_training_stage(
+        STAGE, p, model_path=paths.RELATION, run_tags={"features": str(paths.FEATURES)}, seconds_digits=2,
+        train=lambda run_dir, log_epoch: train_relation(p.relation, p.mask, p.train_relation, paths.FEATURES, run_dir,
+                                                        seed=p.seed, device=p.device, encoder_sha256=expect,
+                                                        log_epoch=log_epoch),
+        payload=relation_payload,
+        summary=lambda res: {"best_epoch": res.fit.best_epoch, "threshold": res.threshold,
+                             **{k: v for k, v in res.fit.best_metrics.items() if k.startswith("val_")}},
+        run_facts=lambda res: {"train_windows": res.train_windows, "val_windows": res.val_windows},
+        final_metrics=lambda res: {"threshold": res.threshold})
+    if summary is not None:
         print(f"train_relation: {p.relation.cell}, mask {p.mask.strategy}@{p.mask.rate}: best epoch "
-              f"{summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, {summary['seconds']} s "
+              f"{summary['best_epoch']}, val AUC {summary.get('val_auc', float('nan')):.4f}, {summary['run']['seconds']} s "
               f"-> {paths.RELATION}")
 
 

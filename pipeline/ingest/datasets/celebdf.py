@@ -29,8 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.params import DatasetSpec
-from .common import list_videos, make_row, rows_to_frame
-from .splits import assign_group_splits
+from .common import list_videos, make_row
+from .splits import finish_rows
 
 __all__ = ["TEST_LIST", "read_test_list", "build_celebdf"]
 
@@ -84,18 +84,5 @@ def build_celebdf(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     missing = sorted(set(test_list) - seen)
     if missing:
         warnings.warn(f"dataset '{spec.name}': {len(missing)} videos of {TEST_LIST} not found, e.g. {missing[0]}")
-    if spec.test_only:
-        for r in rows:
-            r["split"] = "test"
-    else:
-        _carve_val(rows, spec, seed)
-    return rows_to_frame(rows)
-
-
-def _carve_val(rows: list[dict], spec: DatasetSpec, seed: int) -> None:
-    """Give non-test rows train/val by identity group (YouTube-real: one group per video)."""
-    rest = [r for r in rows if r["split"] != "test"]
-    group = {id(r): r["identity"] or f"{r['method']}/{r['video_id']}" for r in rest}
-    assign = assign_group_splits(group.values(), spec.val_fraction, 0.0, seed, spec.name)
-    for r in rest:
-        r["split"] = assign[group[id(r)]]
+    # the rest get train/val by identity group (YouTube-real: one group per video)
+    return finish_rows(rows, spec, seed, lambda r: r["identity"] or f"{r['method']}/{r['video_id']}", 0.0)

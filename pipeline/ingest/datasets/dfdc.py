@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.params import DatasetSpec
-from .common import list_videos, make_row, read_json, rows_to_frame
-from .splits import assign_group_splits
+from .common import list_videos, make_row, read_json
+from .splits import finish_rows
 
 __all__ = ["TEST_DIR", "build_dfdc"]
 
@@ -112,9 +112,6 @@ def build_dfdc(spec: DatasetSpec, seed: int) -> pd.DataFrame:
     if not has_test and not spec.test_only:
         warnings.warn(f"dataset '{spec.name}': no {TEST_DIR}/ folder; carving a test part from the "
                       f"training parts by original video (test_fraction={spec.test_fraction})")
-    groups = {id(r): r["source_id"] or r["video_id"] for r in train_rows}
-    test_fraction = 0.0 if has_test else spec.test_fraction
-    assign = assign_group_splits(groups.values(), spec.val_fraction, test_fraction, seed, spec.name)
-    for r in train_rows:
-        r["split"] = "test" if spec.test_only else assign[groups[id(r)]]
-    return rows_to_frame(train_rows + test_rows)
+    # training rows by original video (source id), so a fake and its original share a split
+    return finish_rows(train_rows + test_rows, spec, seed, lambda r: r["source_id"] or r["video_id"],
+                       0.0 if has_test else spec.test_fraction)

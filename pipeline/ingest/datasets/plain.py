@@ -26,8 +26,8 @@ from typing import Optional
 import pandas as pd
 
 from pipeline.params import DatasetSpec
-from .common import SPLITS, VIDEO_EXTENSIONS, list_videos, make_row, rows_to_frame
-from .splits import assign_group_splits
+from .common import SPLITS, VIDEO_EXTENSIONS, list_videos, make_row
+from .splits import finish_rows
 
 __all__ = ["SPLIT_FILE", "find_videos", "read_split_file", "build_plain"]
 
@@ -95,22 +95,7 @@ def build_plain(spec: DatasetSpec, seed: int) -> pd.DataFrame:
         missing = len(set(listed) - seen)
         if missing:
             warnings.warn(f"dataset '{spec.name}': {missing} videos listed in {split_path} not found")
-    if spec.test_only:
-        for r in rows:
-            r["split"] = "test"
-    _seeded_split(rows, spec, seed)
-    return rows_to_frame(rows)
-
-
-def _seeded_split(rows: list[dict], spec: DatasetSpec, seed: int) -> None:
-    """Fill empty splits by identity group, or by video stratified by method when no identities."""
-    todo = [r for r in rows if not r["split"]]
-    if not todo:
-        return
-    by_identity = any(r["identity"] for r in todo)
-    group = {id(r): r["identity"] or f"{r['method']}/{r['video_id']}" for r in todo}
-    strata = None if by_identity else {group[id(r)]: r["method"] for r in todo}
-    assign = assign_group_splits(group.values(), spec.val_fraction, spec.test_fraction, seed,
-                                 spec.name, strata=strata)
-    for r in todo:
-        r["split"] = assign[group[id(r)]]
+    # empty splits are filled by identity group, or by video stratified by method when no identities
+    by_identity = any(r["identity"] for r in rows if not r["split"])
+    return finish_rows(rows, spec, seed, lambda r: r["identity"] or f"{r['method']}/{r['video_id']}",
+                       spec.test_fraction, stratify=not by_identity)

@@ -6,17 +6,20 @@ validation or test.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import zlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Hashable, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Hashable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["split_counts", "assign_group_splits", "check_leaks", "file_sha256"]
+from pipeline.runtime import sha256_file
+
+from .common import rows_to_frame
+
+__all__ = ["split_counts", "assign_group_splits", "finish_rows", "check_leaks"]
 
 _MAX_NAMED = 10
 
@@ -68,6 +71,24 @@ def assign_group_splits(groups: Iterable[Hashable], val_fraction: float, test_fr
         for rank, idx in enumerate(order):
             out[members[idx]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
     return out
+
+
+def finish_rows(rows: list[dict], spec, seed: int, group: Callable[[dict], Hashable], test_fraction: float,
+                stratify: bool = False) -> pd.DataFrame:
+    """How every adapter ends: a ``test_only`` dataset is all test; otherwise each row without a split yet gets
+    train/val (and test, ``test_fraction``) by its ``group(row)`` (:func:`assign_group_splits`, seeded by
+    ``seed`` and the dataset's name; stratified by method when ``stratify``). Returns the manifest frame."""
+    if spec.test_only:
+        for r in rows:
+            r["split"] = "test"
+        return rows_to_frame(rows)
+    todo = [r for r in rows if not r["split"]]
+    keys = {id(r): group(r) for r in todo}
+    strata = {keys[id(r)]: r["method"] for r in todo} if stratify else None
+    assign = assign_group_splits(keys.values(), spec.val_fraction, test_fraction, seed, spec.name, strata=strata)
+    for r in todo:
+        r["split"] = assign[keys[id(r)]]
+    return rows_to_frame(rows)
 
 
 # ----------------------------------------------------------------------------- leak check
@@ -133,15 +154,6 @@ def _check_across_datasets(df: pd.DataFrame, types: Mapping[str, str]) -> list[s
     return [f"identity or source id in two datasets and different splits: {_name(bad)}"] if bad else []
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_identical_files(df: pd.DataFrame) -> list[str]:
     """No two files with the same bytes in different splits. Cheap: only files whose size (``size_bytes``)
     is shared by rows of different splits are hashed (distinct video sizes rarely coincide); rows whose file
@@ -152,7 +164,7 @@ def _check_identical_files(df: pd.DataFrame) -> list[str]:
             continue
         for path, split in zip(group["path"], group["split"]):
             if Path(path).is_file():
-                digests[file_sha256(path)].add((str(path), str(split)))
+                digests[sha256_file(path)].add((str(path), str(split)))
     bad = [sorted(v) for v in digests.values() if len({s for _, s in v}) > 1]
     return [f"byte-identical files in different splits: " + " and ".join(f"{p} ({s})" for p, s in pair)
             for pair in sorted(bad)[:_MAX_NAMED]]

@@ -30,8 +30,11 @@ import av
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
+from threadpoolctl import threadpool_limits
 
-from ..cropping import resolve_workers
+from pipeline.runtime import resolve_workers
+
 from ..video import filled_heap
 from . import london as _london
 from . import sources as _sources
@@ -186,7 +189,6 @@ def _london_clips(params, seed: int, face_id: str) -> list[RealClip]:
     with head motion and a camera path (:func:`pipeline.ingest.demo.animate.animate_pair`)."""
     person = _london.people(ids=[face_id])[0]
     _london.verify([person.neutral, person.smiling, person.template])
-    from PIL import Image
     neutral = np.asarray(Image.open(person.neutral).convert("RGB"))
     smiling = np.asarray(Image.open(person.smiling).convert("RGB"))
     pair = prepare_pair(neutral, smiling, _london.read_template(person.template))
@@ -236,7 +238,6 @@ def _run_job(out: Path, params, seed: int, job: _Job) -> str:
 def _worker_init() -> None:
     """One thread per process for torch and for numpy's BLAS (the TPS solves of the face morph): with
     several BLAS threads per worker on a busy machine, each solve waited on the others (measured 30x)."""
-    from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
     threadpool_limits(1)
 
@@ -306,7 +307,6 @@ def generate_demo(params, seed: int, out_dir, progress: Optional[Callable[[str],
     out.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    from threadpoolctl import threadpool_limits
     blas = threadpool_limits(1)
     try:
         names = list(params.sources) if getattr(params, "sources", None) else list(DEFAULT_SOURCES)

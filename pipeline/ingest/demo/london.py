@@ -18,8 +18,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from pipeline.runtime import sha256_file as file_sha256
+
 from .sources import SourceError
-from .sources import _sha256 as file_sha256  # the one SHA-256 helper of the demo's sources
 
 __all__ = ["LONDON_DIR", "SUMS_SHA256", "Person", "people", "verify", "read_template", "PREFIX",
            "ATTRIBUTION"]

