@@ -29,7 +29,7 @@ TINY = {
                          "carphone_pristine.mp4"], "london": ["001", "002"]},
     "clip": {"frames": 8, "snippet_length": 4},
     "crop": {"image_size": 32, "detect_max_side": 96, "max_windows_per_video": 1},
-    "encoder": {"width": 4, "heads": 4, "pretrained": None},
+    "encoder": {"backbone": "small3d", "width": 4, "heads": 4, "pretrained": None},
     "train_encoder": {"epochs": 2, "batch_size": 4, "relation": {"hidden": 8, "mlp_hidden": 8}},
     "relation": {"hidden": 8, "mlp_hidden": 8},
     "train_relation": {"epochs": 3, "batch_size": 4},
