@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from feature_cache import sha256_file
+from pipeline.runtime import sha256_file
 
 __all__ = ["WEIGHTS", "WEIGHTS_DIR", "INPUT_SIZE", "WeightsError", "Meso4", "read_keras_weights",
            "load_keras_weights", "load_meso4", "fake_scores"]

@@ -148,9 +148,9 @@ def test_smiling_points_follow_the_mouth_corners(pair):
         move = pair.lm5_smile[k] - pair.lm5[k]
         assert np.hypot(*move) > 2                                 # the photo pair does smile
         near = np.argsort(((pair.pts - pair.lm5[k]) ** 2).sum(1))[:3]
-        d = pair.pts_smile[near] - pair.pts[near]
-        cos = (d @ move) / (np.linalg.norm(d, axis=1) * np.linalg.norm(move) + 1e-9)
-        assert (cos > 0.5).all(), (k, move, d)
+        d = (pair.pts_smile[near] - pair.pts[near]).mean(0)
+        cos = (d @ move) / (np.linalg.norm(d) * np.linalg.norm(move) + 1e-9)
+        assert cos > 0.5, (k, move, d)
 
 
 def test_animated_clip_moves_like_a_face_and_its_landmarks_follow(pair):
