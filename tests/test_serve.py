@@ -421,10 +421,11 @@ def _train_small_model(project: Path) -> Path:
     raw["train_encoder"] = {"epochs": 3, "batch_size": 8, "lr": 3e-3, "relation": {"hidden": 8, "mlp_hidden": 8}}
     p = parse_params(raw)
     torch.set_num_threads(2)
-    res = train_encoder(p, crops, project / "run")
+    res = train_encoder(p.encoder, p.clip, p.train_encoder, crops, project / "run", seed=p.seed, device=p.device,
+                        image_size=p.crop.image_size)
     models = project / "models"
     models.mkdir()
-    payload = encoder_payload(p, res)
+    payload = encoder_payload(res, p.crop)
     atomic_torch_save(payload, models / "encoder.pt")
     atomic_torch_save({"format": "mrl-relation/1", "state_dict": payload["head_state_dict"],
                        "in_dim": payload["out_dim"], "heads": p.encoder.heads, "snippets": p.clip.snippets,
