@@ -212,7 +212,13 @@ def test_detector_batched_and_every(detector, media):
     assert ((lm[:, 0] > b[0]) & (lm[:, 0] < b[2]) & (lm[:, 1] > b[1]) & (lm[:, 1] < b[3])).all()
     d2 = FaceDetector(max_side=160, batch=8, every=3)
     det2 = d2.detect_stream(iter(frames))
-    assert det2.ran == [i % 3 == 0 for i in range(16)]
+    assert det2.ran == [i % 3 == 0 for i in range(16)]   # 15 is a multiple of 3: the last frame ran anyway
+    d4 = FaceDetector(max_side=160, batch=8, every=4)
+    det4 = d4.detect_stream(iter(frames))
+    assert det4.ran == [i % 4 == 0 or i == 15 for i in range(16)]   # and the last frame, so the track ends there
+    np.testing.assert_allclose(det4.boxes[15], det.boxes[15], atol=1e-3)
+    seg4 = track_main_face(det4, 0.3, 2, 0.9)
+    assert len(seg4) == 1 and seg4[0].start == 0 and len(seg4[0]) == 16
     segs = track_main_face(det2, 0.3, 2, 0.9)
     assert len(segs) == 1 and segs[0].start == 0 and len(segs[0]) == 16
     np.testing.assert_allclose(segs[0].boxes[0], det.boxes[0][0], atol=1e-3)

@@ -181,13 +181,20 @@ class FaceDetector:
         return det
 
     def detect_stream(self, frames: Iterable[np.ndarray], on_frame=None) -> Detections:
-        """Detect over an iterable of frames, holding at most ``batch * every`` frames at a time."""
+        """Detect over an iterable of frames, holding at most ``batch * every`` frames at a time.
+
+        With ``every`` > 1 the detector also runs on the video's last frame, so that the track reaches the
+        end of the video (frames after the last detector frame could not be interpolated, and a 32-frame
+        video would lose its only 32-frame window).
+        """
         det = Detections()
         buf: list[np.ndarray] = []
         chunk = self.batch * self.every
         n = 0
+        last: Optional[np.ndarray] = None
         for f in frames:
             buf.append(f)
+            last = f
             if on_frame is not None:
                 on_frame(f)
             if len(buf) == chunk:
@@ -196,6 +203,10 @@ class FaceDetector:
                 buf = []
         if buf:
             det.extend(self.detect(buf, offset=n))
+        if last is not None and not det.ran[-1]:
+            tail = self.detect([last])
+            det.boxes[-1], det.probs[-1], det.landmarks[-1], det.ran[-1] = (
+                tail.boxes[0], tail.probs[0], tail.landmarks[0], True)
         return det
 
 
