@@ -4,7 +4,8 @@
     python scripts/grids.py queue mask            # Fig. 5: minimal/random x rates 0.0..0.9 (relation stage)
     python scripts/grids.py queue mask-full       # the same, also retraining the encoder (Algorithm 2)
     python scripts/grids.py queue ablation        # Table IV/V ablations (STA off, graph off, ... image-based)
-    python scripts/grids.py queue curve           # learning curve: 3, 6, 9 and all training identities
+    python scripts/grids.py queue curve           # learning curve: 5, 10, 20, 40, all training identities
+                                                  #   x seeds 0-2 x backbones mobilenet_v2, small3d (30 runs)
     python scripts/grids.py queue mask-full --only minimal-00,minimal-05   # a subset of a grid's points
     python scripts/grids.py table ablation        # which params each point sets and which stages it re-runs
     dvc queue start -j 1                          # run them unattended (dvc queue status / logs NAME)
@@ -39,7 +40,9 @@ from pipeline.ingest.datasets import read_manifest  # noqa: E402
 from pipeline.runtime import atomic_path  # noqa: E402
 
 RATES = [round(0.1 * i, 1) for i in range(10)]
-CURVE = [3, 6, 9, None]   # training identities (None: all); nested sets (pipeline.ingest.datasets)
+CURVE = [5, 10, 20, 40, None]   # training identities (None: all); nested sets (pipeline.ingest.datasets)
+CURVE_SEEDS = [0, 1, 2]          # `seed` draws the subset and initialises the models: the spread of a point
+CURVE_BACKBONES = ["mobilenet_v2", "small3d"]
 
 # Table IV / V of the paper (and Fig. 7's snippet length D at a fixed frame count), each as params.yaml
 # overrides. The encoder is trained jointly with its own relation head (train_encoder.relation / .mask):
@@ -91,7 +94,9 @@ def grid(name: str) -> list[tuple[str, dict]]:
     if name == "ablation":
         return [(f"ablation-{short}", sets) for short, _, sets in ABLATIONS]
     if name == "curve":
-        return [(f"curve-{k or 'all'}", {"data.train_identities": "null" if k is None else k}) for k in CURVE]
+        return [(f"curve-{b.replace('_', '')}-{k or 'all'}-s{seed}",
+                 {"encoder.backbone": b, "data.train_identities": "null" if k is None else k, "seed": seed})
+                for b in CURVE_BACKBONES for k in CURVE for seed in CURVE_SEEDS]
     raise SystemExit(f"unknown grid {name!r} ({', '.join(GRIDS)})")
 
 
@@ -247,34 +252,95 @@ def identities_needed(a: float, b: float, target: float) -> float | None:
     return float(np.exp((target - a) / b)) if b > 1e-9 else None
 
 
-def curve_report(exps: dict, out_dir: Path) -> list[str]:
-    """Table, CSV and PNG of test AUC against the number of training identities, with the baseline
-    (hand-made features, same training subset) and a log fit extrapolated to AUC 0.90."""
+def curve_rows(exps: dict) -> list[dict]:
+    """One row per finished curve experiment: backbone, seed, training identities, MRL and baseline test AUC."""
     rows = []
     for exp, data in exps.items():
         enc = _metric(data, "metrics/train_encoder.json")
         enc = enc.get("run") or enc  # the run's facts are nested under "run" (flat in older experiments)
         t = _metric(data, "metrics/evaluate.json").get("test", {})
         base = _metric(data, "metrics/baseline.json").get("test", {})
-        k = (_params(data).get("data") or {}).get("train_identities")
+        p = _params(data)
+        k = (p.get("data") or {}).get("train_identities")
         rows.append(dict(identities=k if k is not None else enc.get("train_identities"), all=k is None,
+                         backbone=(p.get("encoder") or {}).get("backbone", "?"), seed=p.get("seed"),
                          train_windows=enc.get("train_windows"), auc=t.get("auc"), auc_ci_low=t.get("auc_ci_low"),
                          auc_ci_high=t.get("auc_ci_high"), videos=t.get("n"), baseline_auc=base.get("auc")))
-    rows.sort(key=lambda r: (r["identities"] is None, r["identities"] or 0))
-    lines = ["| training identities | training windows | test AUC | 95% CI | videos | baseline test AUC |",
-             "|---|---|---|---|---|---|"]
+    rows.sort(key=lambda r: (str(r["backbone"]), r["identities"] or 0, r["seed"] if r["seed"] is not None else -1))
+    return rows
+
+
+def curve_points(rows: list[dict]) -> list[dict]:
+    """The rows grouped by (backbone, identities): the seeds' mean, minimum and maximum of MRL's and the
+    baseline's test AUC (the spread of a point over seeds, which draw both the subset and the initialisation)."""
+    groups: dict = {}
     for r in rows:
+        if r["identities"] and r["auc"] is not None:
+            groups.setdefault((str(r["backbone"]), r["identities"]), []).append(r)
+    pts = []
+    for (backbone, k), rs in sorted(groups.items()):
+        auc = [r["auc"] for r in rs]
+        base = [r["baseline_auc"] for r in rs if r["baseline_auc"] is not None]
+        pts.append(dict(backbone=backbone, identities=k, all=any(r["all"] for r in rs), seeds=len(rs),
+                        train_windows=rs[0]["train_windows"], auc_mean=float(np.mean(auc)), auc_min=min(auc),
+                        auc_max=max(auc), baseline_mean=float(np.mean(base)) if base else None,
+                        baseline_min=min(base) if base else None, baseline_max=max(base) if base else None,
+                        videos=rs[0]["videos"]))
+    return pts
+
+
+def _fit_line(label: str, ks: list, aucs: list, seeds: list) -> str:
+    """One sentence: the pooled log fit of ``aucs`` against ``ks`` and where it reaches 0.90, with the range of
+    that crossing over the per-seed fits."""
+    a, b = log_fit(ks, aucs)
+    need = identities_needed(a, b, 0.90)
+    per_seed = []
+    for sd in sorted(set(seeds), key=str):
+        kk = [k for k, s_ in zip(ks, seeds) if s_ == sd]
+        yy = [y for y, s_ in zip(aucs, seeds) if s_ == sd]
+        if len(set(kk)) >= 3:
+            per_seed.append(identities_needed(*log_fit(kk, yy), 0.90))
+    crossing = (f"it reaches 0.90 at about {need:.0f} training identities" if need
+                else "it does not rise with more identities, so it predicts no size that reaches 0.90")
+    if per_seed:
+        finite = [x for x in per_seed if x is not None]
+        crossing += (f" (per seed: {', '.join(f'{x:.0f}' for x in finite) or 'none'}"
+                     + (f"; {len(per_seed) - len(finite)} seed(s) not rising" if len(finite) < len(per_seed) else "")
+                     + ")")
+    return f"- {label}: test AUC = {a:.3f} + {b:.3f} ln(identities) over {len(ks)} runs; {crossing}."
+
+
+def curve_report(exps: dict, out_dir: Path) -> list[str]:
+    """Table, CSVs and PNG of test AUC against the number of training identities, per backbone, with the
+    baseline (hand-made features, same training subset), the seeds' spread, and log fits extrapolated to 0.90."""
+    rows = curve_rows(exps)
+    pts = curve_points(rows)
+    lines = ["| backbone | training identities | training windows | seeds | MRL test AUC, mean [min, max] | "
+             "baseline test AUC, mean [min, max] | test videos |", "|---|---|---|---|---|---|---|"]
+    for r in pts:
         k = f"{r['identities']} (all)" if r["all"] else r["identities"]
-        lines.append(f"| {k} | {r['train_windows']} | {fmt(r['auc'])} | [{fmt(r['auc_ci_low'])}, "
-                     f"{fmt(r['auc_ci_high'])}] | {r['videos']} | {fmt(r['baseline_auc'])} |")
-    pts = [r for r in rows if r["identities"] and r["auc"] is not None]
-    if len(pts) >= 3:
-        a, b = log_fit([r["identities"] for r in pts], [r["auc"] for r in pts])
-        need = identities_needed(a, b, 0.90)
-        lines += ["", f"Log fit over {len(pts)} points: test AUC = {a:.3f} + {b:.3f} ln(identities); "
-                      + (f"it reaches 0.90 at about {need:.0f} training identities." if need
-                         else "it does not rise with more identities, so it predicts no size that reaches 0.90.")]
-    _write_csv(rows, out_dir / "curve_auc.csv")
+        lines.append(f"| {r['backbone']} | {k} | {r['train_windows']} | {r['seeds']} | {fmt(r['auc_mean'])} "
+                     f"[{fmt(r['auc_min'])}, {fmt(r['auc_max'])}] | {fmt(r['baseline_mean'])} "
+                     f"[{fmt(r['baseline_min'])}, {fmt(r['baseline_max'])}] | {r['videos']} |")
+    fits = []
+    for backbone in sorted({r["backbone"] for r in pts}):
+        rs = [r for r in rows if str(r["backbone"]) == backbone and r["identities"] and r["auc"] is not None]
+        if len({r["identities"] for r in rs}) >= 3:
+            fits.append(_fit_line(f"MRL, {backbone}", [r["identities"] for r in rs], [r["auc"] for r in rs],
+                                  [r["seed"] for r in rs]))
+    base = [r for r in rows if r["identities"] and r["baseline_auc"] is not None]
+    # the baseline does not depend on the backbone: one fit over the runs of one backbone (its subsets and seeds)
+    if base:
+        first = sorted({str(r["backbone"]) for r in base})[0]
+        bs = [r for r in base if str(r["backbone"]) == first]
+        if len({r["identities"] for r in bs}) >= 3:
+            fits.append(_fit_line("baseline (hand-made features)", [r["identities"] for r in bs],
+                                  [r["baseline_auc"] for r in bs], [r["seed"] for r in bs]))
+    if fits:
+        lines += ["", "Log fits (least squares over every run, the seeds pooled):", *fits]
+    _write_csv(rows, out_dir / "curve_runs.csv")
+    _write_csv(pts, out_dir / "curve_points.csv")
+    _write_csv(_curve_wide(pts), out_dir / "curve_auc.csv")
     _plot_curve(pts, out_dir / "curve.png")
     return lines + ["", "![test AUC against training identities](curve.png)"]
 
@@ -296,16 +362,34 @@ def _save_png(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=120)
 
 
+def _curve_wide(pts: list[dict]) -> list[dict]:
+    """One row per number of identities: the seeds' mean test AUC of MRL per backbone (``mrl_<backbone>``) and
+    of the baseline (what dvc.yaml's ``report_curve`` plot draws, one line per column)."""
+    wide: dict = {}
+    for r in pts:
+        row = wide.setdefault(r["identities"], {"identities": r["identities"]})
+        row[f"mrl_{r['backbone']}"] = r["auc_mean"]
+        if r["baseline_mean"] is not None:
+            row.setdefault("baseline", r["baseline_mean"])
+    cols = ["identities", *sorted({f"mrl_{r['backbone']}" for r in pts}), "baseline"]
+    return [{c: wide[k].get(c) for c in cols} for k in sorted(wide)]
+
+
 def _plot_curve(pts: list[dict], path: Path) -> None:
     fig, ax = _axes()
-    x = [r["identities"] for r in pts]
-    ax.plot(x, [r["auc"] for r in pts], marker="o", label="MRL")
-    ax.fill_between(x, [r["auc_ci_low"] for r in pts], [r["auc_ci_high"] for r in pts], alpha=0.2)
-    if all(r["baseline_auc"] is not None for r in pts):
-        ax.plot(x, [r["baseline_auc"] for r in pts], marker="s", ls=":", label="hand-made features")
+    for i, backbone in enumerate(sorted({r["backbone"] for r in pts})):
+        rs = [r for r in pts if r["backbone"] == backbone]
+        x = [r["identities"] for r in rs]
+        line, = ax.plot(x, [r["auc_mean"] for r in rs], marker="o", label=f"MRL, {backbone}")
+        ax.fill_between(x, [r["auc_min"] for r in rs], [r["auc_max"] for r in rs], alpha=0.2,
+                        color=line.get_color())
+        if i == 0 and all(r["baseline_mean"] is not None for r in rs):
+            ax.plot(x, [r["baseline_mean"] for r in rs], marker="s", ls=":", color="black",
+                    label="hand-made features")
     ax.axhline(0.9, color="green", lw=0.5, ls="--")
-    ax.set_xlabel("distinct training identities")
-    ax.set_ylabel("test video AUC (95% bootstrap band)")
+    ax.set_xscale("log")
+    ax.set_xlabel("distinct training identities (log scale)")
+    ax.set_ylabel("test video AUC (band: min-max over seeds)")
     ax.set_title("learning curve")
     ax.legend()
     _save_png(fig, path)

@@ -158,23 +158,40 @@ def test_log_fit_recovers_a_known_curve_and_its_crossing():
     assert grids.identities_needed(0.7, -0.01, 0.90) is None          # a falling curve predicts nothing
 
 
-def test_curve_report_orders_points_puts_all_last_and_fits(tmp_path):
-    def data(k, n_ident, auc, base):
-        return {"params": {"params.yaml": {"data": {"data": {"train_identities": k}}}},
+def test_curve_grid_is_points_x_seeds_x_backbones():
+    pts = dict(grids.grid("curve"))
+    assert len(pts) == len(grids.CURVE) * len(grids.CURVE_SEEDS) * len(grids.CURVE_BACKBONES) == 30
+    assert pts["curve-mobilenetv2-5-s0"] == {"encoder.backbone": "mobilenet_v2", "data.train_identities": 5, "seed": 0}
+    assert pts["curve-small3d-all-s2"] == {"encoder.backbone": "small3d", "data.train_identities": "null", "seed": 2}
+    assert grids.stages_rerun(pts["curve-small3d-all-s2"])[:2] == ["demo", "manifest"]  # seed: everything re-runs
+
+
+def test_curve_report_groups_seeds_per_backbone_and_fits(tmp_path):
+    def data(k, n_ident, auc, base, backbone="mobilenet_v2", seed=0):
+        return {"params": {"params.yaml": {"data": {"seed": seed, "encoder": {"backbone": backbone},
+                                                     "data": {"train_identities": k}}}},
                 "metrics": {"metrics/evaluate.json": {"data": {"test": {
                     "auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": auc + 0.1, "n": 56}}},
-                    "metrics/train_encoder.json": {"data": {"train_identities": n_ident, "train_windows": 10 * n_ident}},
+                    "metrics/train_encoder.json": {"data": {"run": {"train_identities": n_ident,
+                                                                    "train_windows": 10 * n_ident}}},
                     "metrics/baseline.json": {"data": {"test": {"auc": base}}}}}
 
-    exps = {"curve-all": data(None, 12, 0.70, 0.66), "curve-3": data(3, 3, 0.55, 0.60),
-            "curve-6": data(6, 6, 0.62, 0.64)}
+    exps = {"curve-mobilenetv2-all-s0": data(None, 12, 0.70, 0.66), "curve-mobilenetv2-all-s1": data(None, 12, 0.74, 0.64, seed=1),
+            "curve-mobilenetv2-3-s0": data(3, 3, 0.55, 0.60), "curve-mobilenetv2-6-s0": data(6, 6, 0.62, 0.64),
+            "curve-small3d-3-s0": data(3, 3, 0.50, 0.60, "small3d")}
     md = grids.report("curve", tmp_path, exps).read_text()
-    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
-    assert [r.split(" | ")[0] for r in rows] == ["| 3", "| 6", "| 12 (all)"]
-    assert "| 30 | 0.550 | [0.450, 0.650] | 56 | 0.600 |" in rows[0]
-    assert "Log fit over 3 points" in md and "training identities." in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and ln[2].isalpha() and "backbone" not in ln]
+    assert [r.split(" | ")[:2] for r in rows] == [["| mobilenet_v2", "3"], ["| mobilenet_v2", "6"],
+                                                  ["| mobilenet_v2", "12 (all)"], ["| small3d", "3"]]
+    # two seeds at 12 identities: mean 0.72 of 0.70 and 0.74; the baseline's mean 0.65 of 0.66 and 0.64
+    assert "| 120 | 2 | 0.720 [0.700, 0.740] | 0.650 [0.640, 0.660] | 56 |" in rows[2]
+    assert "- MRL, mobilenet_v2: test AUC = " in md and "over 4 runs" in md
+    assert "MRL, small3d" not in md                       # one point: no fit
     assert (tmp_path / "curve.png").stat().st_size > 1000
-    assert (tmp_path / "curve_auc.csv").read_text().splitlines()[0].startswith("identities,all,train_windows,auc")
+    wide = (tmp_path / "curve_auc.csv").read_text().splitlines()
+    assert wide[0] == "identities,mrl_mobilenet_v2,mrl_small3d,baseline"
+    assert wide[1] == "3,0.55,0.5,0.6"
+    assert (tmp_path / "curve_runs.csv").read_text().count("\n") == 6   # header + one line per run
 
 
 def test_only_selects_points_by_name():
