@@ -78,6 +78,8 @@ class DemoParams(_Section):
 
     enabled: bool = True
     out_dir: str = "data/demo"
+    seed: int = Field(0, ge=0, description="the demo's own seed (its videos, fakes and splits), apart from the "
+                                           "training `seed`: a seed sweep retrains on the same videos")
     source_cache: Optional[str] = Field(
         None, description="where downloaded source media are kept; default ~/.cache/mrl/sources")
     clips_per_source: int = Field(3, ge=1, le=100, description="real clips cut/animated per source face")

@@ -163,7 +163,8 @@ def test_curve_grid_is_points_x_seeds_x_backbones():
     assert len(pts) == len(grids.CURVE) * len(grids.CURVE_SEEDS) * len(grids.CURVE_BACKBONES) == 30
     assert pts["curve-mobilenetv2-5-s0"] == {"encoder.backbone": "mobilenet_v2", "data.train_identities": 5, "seed": 0}
     assert pts["curve-small3d-all-s2"] == {"encoder.backbone": "small3d", "data.train_identities": "null", "seed": 2}
-    assert grids.stages_rerun(pts["curve-small3d-all-s2"])[:2] == ["demo", "manifest"]  # seed: everything re-runs
+    rerun = grids.stages_rerun(pts["curve-small3d-all-s2"])
+    assert "demo" not in rerun and rerun[:2] == ["manifest", "crop"]   # the seed keeps the demo (demo.seed)
 
 
 def test_curve_report_groups_seeds_per_backbone_and_fits(tmp_path):

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             bar.update(1)
 
         try:
-            df = generate_demo(demo, params.seed, tmp, progress=progress)
+            df = generate_demo(demo, demo.seed, tmp, progress=progress)
         finally:
             bar.close()
         _replace_dir(tmp, out)
