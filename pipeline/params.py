@@ -260,8 +260,8 @@ class OptimParams(_Section):
 
 
 class TrainEncoderParams(OptimParams):
-    epochs: int = Field(15, ge=1, le=10000)
-    lr_step: int = Field(5, ge=1, description="epochs between learning-rate decays")
+    epochs: int = Field(6, ge=1, le=10000)
+    lr_step: int = Field(3, ge=1, description="epochs between learning-rate decays")
     batch_size: int = Field(8, ge=1, le=4096)
     lambda_od: float = Field(0.75, ge=0.0)
     lambda_tc: float = Field(0.75, ge=0.0)
