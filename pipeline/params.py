@@ -3,7 +3,9 @@
 ``params.yaml`` is read once by :func:`load_params`; every stage receives only the section
 it needs. An unknown or misspelt key is an error naming the key and the closest valid one,
 a bad value names the allowed range (pydantic does the checking; :class:`ParamsError`
-turns its report into one readable message).
+turns its report into one readable message). Types are strict: a number field refuses a boolean
+(YAML ``true``), a quoted number and, for an integer, ``5.0``; an integer is a valid float; no field
+takes ``.inf`` or ``.nan``; ``seed`` is in [0, 2**32 - 1] (numpy's and scikit-learn's seeds).
 
 Sections and the DVC stages that read them:
 
@@ -58,8 +60,14 @@ class ParamsError(ValueError):
     """Raised for an invalid params file; the message names every offending key."""
 
 
+# Strict types: a number field takes a number of its own kind only (YAML ``true`` is no 1, ``"5"`` no 5, ``5.0``
+# no int), except that an integer is a valid float; no field takes .inf or .nan (none has a use for them).
+SEED_MAX = 2**32 - 1   # numpy's legacy np.random.seed and scikit-learn's random_state take [0, 2**32 - 1]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, strict=True,
+                              allow_inf_nan=False)
 
 
 def _check_workers(v):
@@ -222,13 +230,6 @@ class MaskParams(_Section):
     schedule: Literal["step", "epoch"] = Field(
         "step", description="draw the mask at every training step, or once per epoch (Algorithm 2)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _strict_rate(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("rate"), bool):
-            raise ValueError(f"'rate' must be a number in [0, 1], got {data['rate']!r}")
-        return data
-
 
 class RelationParams(_Section):
     cell: Literal["dense_gru", "gconv_gru", "tgcn", "gcn", "none"] = "dense_gru"
@@ -318,7 +319,8 @@ class MlflowParams(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="0 .. 2**32 - 1: what numpy's np.random.seed and "
+                      "scikit-learn's random_state take (torch takes more)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     demo: DemoParams = Field(default_factory=DemoParams)
     data: DataParams = Field(default_factory=DataParams)
@@ -374,6 +376,14 @@ def _model_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
     return cur if isinstance(cur, type) else None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _describe(err: dict, root: type[BaseModel]) -> str:
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc)
@@ -387,6 +397,10 @@ def _describe(err: dict, root: type[BaseModel]) -> str:
     bounds = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt"))
     got = err.get("input")
     msg = err["msg"]
+    if isinstance(got, bool) and err["type"] in ("int_type", "float_type"):
+        msg = f"{msg}, not a boolean (true/false)"
+    elif isinstance(got, str) and err["type"] in ("int_type", "float_type") and _is_number(got):
+        msg = f"{msg}, not a string: write the number unquoted"
     if bounds:
         msg = f"{msg} (allowed: {bounds})"
     return f"'{key}': {msg}; got {got!r}" if key else msg
