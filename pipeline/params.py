@@ -40,6 +40,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.errors import InputRefused
+
 __all__ = [
     "ParamsError", "Params", "load_params", "parse_params", "flatten", "merge_overrides",
     "DemoParams", "DatasetSpec", "DataParams", "ClipParams", "CropParams",
@@ -56,8 +58,11 @@ def merge_overrides(base: dict, over: dict) -> dict:
     return out
 
 
-class ParamsError(ValueError):
+class ParamsError(InputRefused):
     """Raised for an invalid params file; the message names every offending key."""
+
+    fix = ("correct the key(s) named above in the params file (or the value given to `dvc exp run -S`) and run "
+           "again")
 
 
 # Strict types: a number field takes a number of its own kind only (YAML ``true`` is no 1, ``"5"`` no 5, ``5.0``
