@@ -96,3 +96,36 @@ def test_dvc_repro_of_a_refusing_stage_names_the_cause_and_dvc_checkout(tmp_path
            "'demo/real/real03'" in out
     assert "fix: each video once and in one split: remove or move the duplicate files" in out
     assert "`dvc checkout manifest` brings back data/manifest.csv" in out
+
+
+def test_a_truncated_encoder_file_is_named_not_blamed_on_the_relation_model(tmp_path, capsys):
+    """Regression: a truncated models/encoder.pt made evaluate say `models/relation.pt: trained on features of
+    another encoder`; it names the broken file, with the same words as `mrl detect` (one reader:
+    pipeline.model_io.read_model_file)."""
+    from test_detect import TINY, save_tiny_model
+
+    from pipeline.cli import main
+    from pipeline.errors import InputRefused, refusal_message
+    from pipeline.params import parse_params
+    from pipeline.scoring.evaluation import evaluate
+
+    p = parse_params(TINY)
+    ep, rp = save_tiny_model(tmp_path, p)
+    whole = ep.read_bytes()
+    ep.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(InputRefused) as e:
+        evaluate(p.evaluate, tmp_path / "features.h5", rp, ep, tmp_path / "crops", seed=0, device="cpu")
+    said = refusal_message(e.value, "evaluate")
+    assert said.startswith(f"evaluate: {ep}: not a model file this project wrote (") and "another encoder" not in said
+    assert "fix: the file is damaged (e.g. cut short)" in said and "`dvc checkout`" in said
+    assert main(["detect", str(tmp_path / "x.mp4"), "--encoder", str(ep), "--relation", str(rp),
+                 "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert f"detect: cannot load the model: {ep}: not a model file this project wrote (" in capsys.readouterr().err
+
+    ep.write_bytes(whole)                                      # a whole encoder file, but another one
+    other = tmp_path / "other"
+    other.mkdir()
+    save_tiny_model(other, p, seed=1)
+    (other / "encoder.pt").replace(ep)
+    with pytest.raises(InputRefused, match=f"{rp}: trained on features of another encoder than {ep}"):
+        evaluate(p.evaluate, tmp_path / "features.h5", rp, ep, tmp_path / "crops", seed=0, device="cpu")
