@@ -34,3 +34,57 @@ def test_detect_help_is_help_text_without_warnings_and_names_the_mlflow_runs_wit
     for markup in (":func:", ":mod:", "``"):        # a docstring's markup is not help text
         assert markup not in out, markup
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def _project(root: Path) -> Path:
+    (root / "metrics").mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text("seed: 0\n")
+    (root / "metrics" / "evaluate.json").write_text(
+        '{"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "ci": 0.95, "n": 12, "acc": 0.75}}')
+    return root.resolve()
+
+
+def test_mrl_results_from_a_subdirectory_of_a_path_with_spaces(tmp_path, monkeypatch, capsys):
+    """Regression: in a subdirectory `mrl results` said "run dvc repro first"; under a path with spaces it
+    printed an `mlflow ui --backend-store-uri sqlite:///...` command that failed when pasted."""
+    import shlex
+
+    from pipeline.cli import main
+
+    root = _project(tmp_path / "my project")
+    (root / "data" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(root / "data" / "deeper")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["results"]) == 0
+    cap = capsys.readouterr()
+    assert f"results: project {root} (its dvc.yaml and params.yaml; found above {root / 'data' / 'deeper'})" in cap.err
+    assert "results: test video AUC 0.812 [0.500, 1.000] (95% bootstrap interval) on 12 test videos" in cap.out
+    assert "results: ../../metrics/evaluate.json, ../../plots/roc.png" in cap.out   # paths from where you are
+    line = next(x for x in cap.out.splitlines() if x.startswith("results: MLflow UI: "))
+    assert shlex.split(line[len("results: MLflow UI: "):]) == [
+        "mlflow", "ui", "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--port", "5000"]
+
+
+def test_mrl_outside_a_project_says_so(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["results"]) == 2
+    assert (f"results: no project here: no folder from {tmp_path.resolve()} upwards holds dvc.yaml and "
+            "params.yaml") in capsys.readouterr().err
+
+
+def test_mrl_detect_from_a_subdirectory_reads_the_project_s_model_files(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    root = _project(tmp_path / "proj")
+    (root / "models").mkdir()
+    (root / "models" / "encoder.pt").write_bytes(b"cut short")
+    (root / "sub").mkdir()
+    monkeypatch.chdir(root / "sub")
+    assert main(["detect", "clip.mp4", "--out", "out", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert (f"detect: project {root} (found above {root / 'sub'}): reading models/encoder.pt, models/relation.pt, "
+            "params.yaml there") in err
+    assert f"detect: cannot load the model: {root}/models/encoder.pt: not a model file this project wrote" in err

@@ -227,6 +227,8 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     from pipeline.cli import main
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")              # a project: mrl finds it by these two
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
     assert main(["results"]) == 0
     assert "does not exist yet: run `dvc repro` first" in capsys.readouterr().out
     (tmp_path / "metrics").mkdir()
@@ -296,6 +298,8 @@ def test_mrl_results_prints_the_peer_the_paired_differences_and_the_groups(tmp_p
     from pipeline.cli import main
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")              # a project: mrl finds it by these two
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
     (tmp_path / "metrics").mkdir()
     ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75},
           "vs_baseline": {"diff": 0.1625, "ci": [-0.05, 0.375], "p_above": 0.912, "n": 12},

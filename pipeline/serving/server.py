@@ -18,6 +18,7 @@ import uvicorn
 
 from pipeline.runtime import resolve_device
 from pipeline.scoring.detect import PickleRefused, load_mlflow_model, load_model_files
+from pipeline.scoring.detect.cli import PROJECT_DEFAULTS, project_defaults
 from pipeline.serving.app import ServeOptions, create_app
 from pipeline.serving.card import model_card
 
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if not loopback:
         print(f"serve: warning: listening on {args.host}, not on this machine only: anyone who can reach it can "
               f"upload videos and read every result; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
+    project_defaults(args, "serve", {**PROJECT_DEFAULTS, "metrics": "metrics/evaluate.json", "lock": "dvc.lock"})
     try:
         device = resolve_device(args.device)
         model = _load(args, device)

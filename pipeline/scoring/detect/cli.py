@@ -28,12 +28,33 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pipeline.paths import find_project_root
 from pipeline.runtime import resolve_device
 from pipeline.scoring.detect.detection import detect, find_videos
 from pipeline.scoring.detect.models import PickleRefused, load_mlflow_model, load_model_files
 from pipeline.scoring.detect.outputs import existing_outputs, output_problem, planned_outputs, write_outputs
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["PROJECT_DEFAULTS", "project_defaults", "add_arguments", "run", "main"]
+
+#: options whose default is one of the project's files: from a folder below the project, taken from its root
+PROJECT_DEFAULTS = {"encoder": "models/encoder.pt", "relation": "models/relation.pt", "params": "params.yaml"}
+
+
+def project_defaults(args: argparse.Namespace, command: str, defaults: Optional[dict] = None) -> None:
+    """Run from a folder below the project (:func:`pipeline.paths.find_project_root`), each option of
+    ``defaults`` (default :data:`PROJECT_DEFAULTS`) still at its default path, which does not exist here, takes
+    that file from the project's root instead; says so on stderr. Paths given on the command line stay as given."""
+    root = find_project_root()
+    if root is None or root == Path.cwd().resolve():
+        return
+    moved = []
+    for key, default in (defaults or PROJECT_DEFAULTS).items():
+        if getattr(args, key, None) == default and not Path(default).exists():
+            setattr(args, key, str(root / default))
+            moved.append(default)
+    if moved:
+        print(f"{command}: project {root} (found above {Path.cwd()}): reading {', '.join(moved)} there",
+              file=sys.stderr)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -108,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     for v in found[0]:
         if v.name != v.wanted:
             print(f"detect: {v.path} is named {v.name} ({v.wanted} is {v.clash})", file=sys.stderr)
+    project_defaults(args, "detect")
     try:
         device = resolve_device(args.device)
         if args.mlflow_run or args.mlflow_model:
