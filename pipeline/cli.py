@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pipeline import paths
+from pipeline.model_options import add_model_arguments
 
 __all__ = ["build_parser", "add_serve_arguments", "serve", "main", "ui_url"]
 
@@ -109,17 +110,7 @@ def add_serve_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``mrl serve``'s options (the model options and defaults are ``mrl detect``'s)."""
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
     ap.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
-    m = ap.add_argument_group("model (default: the pipeline's model files, as mrl detect)")
-    m.add_argument("--encoder", default="models/encoder.pt", help="encoder file (default %(default)s)")
-    m.add_argument("--relation", default="models/relation.pt", help="relation file (default %(default)s)")
-    src = m.add_mutually_exclusive_group()
-    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model logged by an MLflow run (runs:/RUN_ID/model)")
-    src.add_argument("--mlflow-model", metavar="URI", help="a registered model, models:/NAME/VERSION or models:/NAME@ALIAS")
-    m.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading an MLflow model, which is a pickle: loading it runs code from the file")
-    m.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the pipeline)")
-    m.add_argument("--params", default="params.yaml",
-                   help="fallback crop settings for model files that do not carry them (default %(default)s)")
+    m = add_model_arguments(ap, "model (default: the pipeline's model files, as mrl detect)")
     m.add_argument("--metrics", default="metrics/evaluate.json",
                    help="the evaluate stage's metrics, for the test AUC the page shows (default %(default)s)")
     m.add_argument("--lock", default="dvc.lock",

@@ -28,48 +28,18 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pipeline.paths import find_project_root
+from pipeline.model_options import add_model_arguments, project_defaults
 from pipeline.runtime import resolve_device
 from pipeline.scoring.detect.detection import detect, find_videos
-from pipeline.scoring.detect.models import PickleRefused, load_mlflow_model, load_model_files
+from pipeline.scoring.detect.models import PickleRefused, load_from_options
 from pipeline.scoring.detect.outputs import existing_outputs, output_problem, planned_outputs, write_outputs
 
-__all__ = ["PROJECT_DEFAULTS", "project_defaults", "add_arguments", "run", "main"]
-
-#: options whose default is one of the project's files: from a folder below the project, taken from its root
-PROJECT_DEFAULTS = {"encoder": "models/encoder.pt", "relation": "models/relation.pt", "params": "params.yaml"}
-
-
-def project_defaults(args: argparse.Namespace, command: str, defaults: Optional[dict] = None) -> None:
-    """Run from a folder below the project (:func:`pipeline.paths.find_project_root`), each option of
-    ``defaults`` (default :data:`PROJECT_DEFAULTS`) still at its default path, which does not exist here, takes
-    that file from the project's root instead; says so on stderr. Paths given on the command line stay as given."""
-    root = find_project_root()
-    if root is None or root == Path.cwd().resolve():
-        return
-    moved = []
-    for key, default in (defaults or PROJECT_DEFAULTS).items():
-        if getattr(args, key, None) == default and not Path(default).exists():
-            setattr(args, key, str(root / default))
-            moved.append(default)
-    if moved:
-        print(f"{command}: project {root} (found above {Path.cwd()}): reading {', '.join(moved)} there",
-              file=sys.stderr)
-
+__all__ = ["add_arguments", "run", "main"]
 
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="+", help="video files and/or folders (searched recursively)")
-    m = ap.add_argument_group("model (default: the pipeline's model files)")
-    m.add_argument("--encoder", default="models/encoder.pt", help="encoder file (default %(default)s)")
-    m.add_argument("--relation", default="models/relation.pt", help="relation file (default %(default)s)")
-    src = m.add_mutually_exclusive_group()
-    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model of a train_relation or train_encoder MLflow run (runs:/RUN_ID/model; see below)")
-    src.add_argument("--mlflow-model", metavar="URI", help="a registered model, models:/NAME/VERSION or models:/NAME@ALIAS")
-    m.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading an MLflow model, which is a pickle: loading it runs code from the file")
-    m.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the pipeline)")
-    m.add_argument("--params", default="params.yaml",
-                   help="fallback crop settings for model files that do not carry them (default %(default)s)")
+    add_model_arguments(ap, run_help="the model of a train_relation or train_encoder MLflow run "
+                                     "(runs:/RUN_ID/model; see below)")
     ap.add_argument("--out", default="detections",
                     help="output folder (<name>.json per video, detections.json, summary.csv) or a .json file "
                          "(and the .csv beside it); <name>: the video's path below the input folder, e.g. "
@@ -132,12 +102,7 @@ def run(args: argparse.Namespace) -> int:
     project_defaults(args, "detect")
     try:
         device = resolve_device(args.device)
-        if args.mlflow_run or args.mlflow_model:
-            uri = f"runs:/{args.mlflow_run}/model" if args.mlflow_run else args.mlflow_model
-            enc = args.encoder if Path(args.encoder).exists() else None
-            model = load_mlflow_model(uri, args.trust_pickle, device, enc, args.params, args.tracking_uri)
-        else:
-            model = load_model_files(args.encoder, args.relation, device, args.params)
+        model = load_from_options(args, device)
     except PickleRefused as exc:
         print(f"detect: {exc}", file=sys.stderr)
         return 2
