@@ -34,6 +34,7 @@ the README's ``dvc exp run -S ...`` line ("Paper settings").
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -420,13 +421,28 @@ def parse_params(raw: Optional[dict], source: str = "params") -> Params:
         raise ParamsError(f"{source}: invalid parameters:\n  - " + "\n  - ".join(lines)) from None
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-4`` as a float, as YAML 1.2 and DVC do (PyYAML follows YAML
+    1.1, where a float needs a dot, and would hand the strict types a string)."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``; raises :class:`ParamsError` naming the bad keys."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Yaml12Floats)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if raw is not None and not isinstance(raw, dict):

@@ -253,3 +253,21 @@ def test_seed_fits_numpy_torch_and_sklearn():
     for bad in ("99999999999999999999999", str(SEED_MAX + 1), "-1"):
         with pytest.raises(ParamsError, match=r"'seed': Input should be (less|greater) than or equal to"):
             parse_params(yaml.safe_load(f"seed: {bad}"))
+
+
+def test_load_params_reads_1e_4_as_a_number_as_dvc_does(tmp_path):
+    """PyYAML (YAML 1.1) reads `lr: 1e-4` as the string '1e-4'; DVC (YAML 1.2) as a float. The strict types
+    would refuse the string, so load_params reads it as YAML 1.2 does; a quoted number is still refused."""
+    f = tmp_path / "p.yaml"
+    f.write_text("train_encoder: {lr: 1e-4, weight_decay: 5E-5, lambda_od: 1.5e+0}\ntrain_relation: {lr: 2.5e-3}\n")
+    p = load_params(f)
+    assert (p.train_encoder.lr, p.train_encoder.weight_decay, p.train_encoder.lambda_od, p.train_relation.lr) == \
+        (1e-4, 5e-5, 1.5, 2.5e-3)
+    f.write_text("train_encoder: {lr: '1e-4'}\nseed: 1e3\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(f)
+    assert "'train_encoder.lr': Input should be a valid number, not a string: write the number unquoted" in str(e.value)
+    assert "'seed': Input should be a valid integer; got 1000.0" in str(e.value)
+    f.write_text("evaluate: {ci: .inf}\n")
+    with pytest.raises(ParamsError, match=r"'evaluate.ci': Input should be a finite number"):
+        load_params(f)
