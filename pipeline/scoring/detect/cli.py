@@ -36,6 +36,7 @@ from pipeline.scoring.detect.outputs import existing_outputs, output_problem, pl
 
 __all__ = ["add_arguments", "run", "main"]
 
+
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="+", help="video files and/or folders (searched recursively)")
     add_model_arguments(ap, run_help="the model of a train_relation or train_encoder MLflow run "

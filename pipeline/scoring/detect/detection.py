@@ -27,7 +27,8 @@ from pipeline.scoring.explain import gradcam_windows, overlay
 from pipeline.scoring.inference import window_probs
 from pipeline.scoring.metrics import video_scores
 
-__all__ = ["DETECT_FORMAT", "VIDEO_EXTENSIONS", "RESERVED_NAMES", "ProgressFn", "FoundVideo", "video_name", "find_videos", "detect_video", "write_heatmaps", "detect"]
+__all__ = ["DETECT_FORMAT", "VIDEO_EXTENSIONS", "RESERVED_NAMES", "ProgressFn", "FoundVideo", "video_name",
+           "find_videos", "detect_video", "write_heatmaps", "detect"]
 
 DETECT_FORMAT = "mrl-detect/1"
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
