@@ -5,6 +5,11 @@
     mrl results                                   the last run's results, and how to open MLflow
     mrl compare [NAME_GLOB ...] [--families]      the experiments side by side (80 columns)
 
+Run from the project or any folder below it: ``mrl`` finds the project as git finds its repository (the nearest
+folder upwards holding ``dvc.yaml`` and ``params.yaml``, :func:`pipeline.paths.find_project_root`) and says
+where it is when that is not the working directory; ``mrl detect`` and ``mrl serve`` read the model files
+there unless given others (video and output paths stay relative to where you are).
+
 The DVC stages keep their own entry points (``python -m pipeline.stages.<stage>``, run by ``dvc repro``).
 Each command imports what it needs when it runs (torch, PyG, MLflow cost seconds): ``mrl --help`` and the
 parser import nothing heavy (``bench/cli_startup.py`` measures it).
@@ -14,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import shlex
 import shutil
 import sqlite3
 import sys
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pipeline import paths
+from pipeline.model_options import add_model_arguments
 
 __all__ = ["build_parser", "add_serve_arguments", "serve", "main", "ui_url"]
 
@@ -102,17 +110,7 @@ def add_serve_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``mrl serve``'s options (the model options and defaults are ``mrl detect``'s)."""
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine only)")
     ap.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
-    m = ap.add_argument_group("model (default: the pipeline's model files, as mrl detect)")
-    m.add_argument("--encoder", default="models/encoder.pt", help="encoder file (default %(default)s)")
-    m.add_argument("--relation", default="models/relation.pt", help="relation file (default %(default)s)")
-    src = m.add_mutually_exclusive_group()
-    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model logged by an MLflow run (runs:/RUN_ID/model)")
-    src.add_argument("--mlflow-model", metavar="URI", help="a registered model, models:/NAME/VERSION or models:/NAME@ALIAS")
-    m.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading an MLflow model, which is a pickle: loading it runs code from the file")
-    m.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the pipeline)")
-    m.add_argument("--params", default="params.yaml",
-                   help="fallback crop settings for model files that do not carry them (default %(default)s)")
+    m = add_model_arguments(ap, "model (default: the pipeline's model files, as mrl detect)")
     m.add_argument("--metrics", default="metrics/evaluate.json",
                    help="the evaluate stage's metrics, for the test AUC the page shows (default %(default)s)")
     m.add_argument("--lock", default="dvc.lock",
@@ -163,9 +161,24 @@ def ui_url(uri: str, name: str = "mrl", base: str = "http://127.0.0.1:5000") -> 
 VIEW_KEY = "mrl"  # = pipeline.tracking.VIEW_KEY (not imported: importing tracking costs this module's startup)
 
 
+def project(command: str) -> Optional[Path]:
+    """The project root (:func:`pipeline.paths.find_project_root`), said on stderr when it is not the working
+    directory; None outside a project."""
+    root = paths.find_project_root()
+    if root is not None and root != Path.cwd().resolve():
+        print(f"{command}: project {root} (its dvc.yaml and params.yaml; found above {Path.cwd()})", file=sys.stderr)
+    return root
+
+
 def results(args: argparse.Namespace) -> int:
     """Print the test result of the last ``dvc repro``, its files and the command that opens the MLflow UI."""
-    metrics = paths.metrics_file("evaluate")
+    root = project("results")
+    if root is None:
+        print(f"results: no project here: no folder from {Path.cwd()} upwards holds dvc.yaml and params.yaml; "
+              f"run mrl in the project or a folder below it", file=sys.stderr)
+        return 2
+    at = lambda p: Path(os.path.relpath(root / p))  # noqa: E731  (printed relative to where you are)
+    metrics = at(paths.metrics_file("evaluate"))
     if metrics.exists():
         ev = json.loads(metrics.read_text())
         t = ev["test"]
@@ -174,27 +187,28 @@ def results(args: argparse.Namespace) -> int:
               f"({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {fmt(t.get('acc'))}")
         if ev.get("head") == "joint":
             print("results: detector: Algorithm 2's jointly trained model (evaluate.head: joint; the encoder and its "
-                  f"own relation head, {paths.ENCODER}), not the relation stage's {paths.RELATION}")
-        base = paths.metrics_file("baseline")
+                  f"own relation head, {at(paths.ENCODER)}), not the relation stage's {at(paths.RELATION)}")
+        base = at(paths.metrics_file("baseline"))
         if base.exists():
             b = json.loads(base.read_text()).get("test") or {}
             print(f"results: hand-made-features baseline, same split: test AUC {fmt(b.get('auc'))} "
                   f"[{fmt(b.get('auc_ci_low'))}, {fmt(b.get('auc_ci_high'))}]")
-        _print_peers(ev, fmt)
+        _print_peers(ev, fmt, at(paths.metrics_file("peer")))
         tg = ev.get("targets")
         if tg:
             parts = [f"{k} {fmt(v['value'])} {'>=' if v['met'] else '<'} {v['target']}"
                      + (f" ({v['family']})" if v.get("family") else "") for k, v in tg.items() if k != "all_met"]
             print(f"results: targets {'met' if tg['all_met'] else 'NOT met'}: " + ", ".join(parts))
-        print(f"results: {metrics}, {paths.ROC_PNG}, {paths.SCORES}, {paths.metrics_file('train_encoder')}, "
-              f"{paths.metrics_file('train_relation')}")
+        print(f"results: {metrics}, {at(paths.ROC_PNG)}, {at(paths.SCORES)}, "
+              f"{at(paths.metrics_file('train_encoder'))}, {at(paths.metrics_file('train_relation'))}")
         print("results: compare experiments: mrl compare   (per fake family: mrl compare --families)")
     else:
-        print(f"results: {metrics} does not exist yet: run `dvc repro` first")
+        where = "" if root == Path.cwd().resolve() else f" in {root}"
+        print(f"results: {metrics} does not exist yet: run `dvc repro`{where} first")
     from pipeline.tracking import tracking_uri  # deferred on purpose: pydantic and filelock for one path
 
     uri = tracking_uri()
-    print(f"results: MLflow UI: mlflow ui --backend-store-uri {uri} --port {args.port}")
+    print(f"results: MLflow UI: mlflow ui --backend-store-uri {shlex.quote(uri)} --port {args.port}")
     print(f"results: then open {ui_url(uri, base=f'http://127.0.0.1:{args.port}')}")
     return 0
 
@@ -204,18 +218,18 @@ def compare(args: argparse.Namespace) -> int:
     from pipeline.compare import compare as text  # deferred on purpose: only this command reads experiments
 
     width = args.width or max(60, shutil.get_terminal_size((80, 24)).columns)
+    root = project("mrl compare")
     try:
-        print(text(args.names, args.all_commits, args.families, width))
+        print(text(args.names, args.all_commits, args.families, width, cwd=root))
     except RuntimeError as e:
         print(f"mrl compare: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-def _print_peers(ev: dict, fmt) -> None:
-    """The published peer's test AUC, MRL's paired AUC differences (``vs_baseline``, ``vs_peer``) and the AUC
-    per group of people, when the files hold them."""
-    peer = paths.metrics_file("peer")
+def _print_peers(ev: dict, fmt, peer: Path) -> None:
+    """The published peer's test AUC (``peer``: its metrics file), MRL's paired AUC differences
+    (``vs_baseline``, ``vs_peer``) and the AUC per group of people, when the files hold them."""
     if peer.exists():
         pm = json.loads(peer.read_text())
         t = pm.get("test") or {}

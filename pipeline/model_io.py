@@ -7,22 +7,32 @@ from pathlib import Path
 import torch
 
 from graph_models import EdgeMasking, build_encoder, build_relation
+from pipeline.errors import InputRefused
 from pipeline.params import ClipParams, EncoderParams, RelationParams
 
 __all__ = ["load_encoder", "load_relation", "load_joint_head", "read_model_file"]
 
 
+#: what to do about a model file that does not load (a stage prints it: pipeline.errors)
+BROKEN_FIX = ("the file is damaged (e.g. cut short) or not one this project wrote: bring back the last one with "
+              "`dvc checkout`, or write it again by re-running the stage that makes it (`dvc repro -f -s <stage>`)")
+
+
 def read_model_file(path: str | Path, expected_format: str) -> dict:
+    """The dict of a model file, loaded with ``weights_only=True``. A file that does not load (cut short, a
+    pickle with code in it) or has another format is an :class:`~pipeline.errors.InputRefused` (a
+    ``ValueError``) naming it: ``evaluate`` and ``mrl detect`` say which file is broken."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file or a pickle with code in it
-        raise ValueError(f"{path}: not a model file this project wrote ({type(exc).__name__}: {exc})") from None
+        raise InputRefused(f"{path}: not a model file this project wrote ({type(exc).__name__}: {exc})",
+                           fix=BROKEN_FIX) from None
     if not isinstance(obj, dict) or obj.get("format") != expected_format:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{path}: expected format {expected_format!r}, found {got!r}")
+        raise InputRefused(f"{path}: expected format {expected_format!r}, found {got!r}", fix=BROKEN_FIX)
     return obj
 
 

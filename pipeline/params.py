@@ -3,7 +3,9 @@
 ``params.yaml`` is read once by :func:`load_params`; every stage receives only the section
 it needs. An unknown or misspelt key is an error naming the key and the closest valid one,
 a bad value names the allowed range (pydantic does the checking; :class:`ParamsError`
-turns its report into one readable message).
+turns its report into one readable message). Types are strict: a number field refuses a boolean
+(YAML ``true``), a quoted number and, for an integer, ``5.0``; an integer is a valid float; no field
+takes ``.inf`` or ``.nan``; ``seed`` is in [0, 2**32 - 1] (numpy's and scikit-learn's seeds).
 
 Sections and the DVC stages that read them:
 
@@ -32,11 +34,14 @@ the README's ``dvc exp run -S ...`` line ("Paper settings").
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import InputRefused
 
 __all__ = [
     "ParamsError", "Params", "load_params", "parse_params", "flatten", "merge_overrides",
@@ -54,12 +59,21 @@ def merge_overrides(base: dict, over: dict) -> dict:
     return out
 
 
-class ParamsError(ValueError):
+class ParamsError(InputRefused):
     """Raised for an invalid params file; the message names every offending key."""
+
+    fix = ("correct the key(s) named above in the params file (or the value given to `dvc exp run -S`) and run "
+           "again")
+
+
+# Strict types: a number field takes a number of its own kind only (YAML ``true`` is no 1, ``"5"`` no 5, ``5.0``
+# no int), except that an integer is a valid float; no field takes .inf or .nan (none has a use for them).
+SEED_MAX = 2**32 - 1   # numpy's legacy np.random.seed and scikit-learn's random_state take [0, 2**32 - 1]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, strict=True,
+                              allow_inf_nan=False)
 
 
 def _check_workers(v):
@@ -226,13 +240,6 @@ class MaskParams(_Section):
     schedule: Literal["step", "epoch"] = Field(
         "step", description="draw the mask at every training step, or once per epoch (Algorithm 2)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _strict_rate(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("rate"), bool):
-            raise ValueError(f"'rate' must be a number in [0, 1], got {data['rate']!r}")
-        return data
-
 
 class RelationParams(_Section):
     cell: Literal["dense_gru", "gconv_gru", "tgcn", "gcn", "none"] = "dense_gru"
@@ -322,7 +329,8 @@ class MlflowParams(_Section):
 
 
 class Params(_Section):
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="0 .. 2**32 - 1: what numpy's np.random.seed and "
+                      "scikit-learn's random_state take (torch takes more)")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     demo: DemoParams = Field(default_factory=DemoParams)
     data: DataParams = Field(default_factory=DataParams)
@@ -378,6 +386,14 @@ def _model_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
     return cur if isinstance(cur, type) else None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _describe(err: dict, root: type[BaseModel]) -> str:
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc)
@@ -391,6 +407,10 @@ def _describe(err: dict, root: type[BaseModel]) -> str:
     bounds = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt"))
     got = err.get("input")
     msg = err["msg"]
+    if isinstance(got, bool) and err["type"] in ("int_type", "float_type"):
+        msg = f"{msg}, not a boolean (true/false)"
+    elif isinstance(got, str) and err["type"] in ("int_type", "float_type") and _is_number(got):
+        msg = f"{msg}, not a string: write the number unquoted"
     if bounds:
         msg = f"{msg} (allowed: {bounds})"
     return f"'{key}': {msg}; got {got!r}" if key else msg
@@ -405,13 +425,28 @@ def parse_params(raw: Optional[dict], source: str = "params") -> Params:
         raise ParamsError(f"{source}: invalid parameters:\n  - " + "\n  - ".join(lines)) from None
 
 
+class _Yaml12Floats(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads ``1e-4`` as a float, as YAML 1.2 and DVC do (PyYAML follows YAML
+    1.1, where a float needs a dot, and would hand the strict types a string)."""
+
+
+_Yaml12Floats.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate ``params.yaml``; raises :class:`ParamsError` naming the bad keys."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Yaml12Floats)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     if raw is not None and not isinstance(raw, dict):

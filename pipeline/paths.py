@@ -4,15 +4,19 @@
 :data:`STAGE_OUTPUTS` and :data:`STAGE_INPUTS`); the stages and the libraries import them from here and
 never from each other. Paths are relative to the repository root (DVC runs every stage there). The three
 folders that are also params (``demo.out_dir``, ``data.manifest``, ``crop.out_dir``) default to the
-values below, and ``params.yaml`` must keep them so (also tested).
+values below, and ``params.yaml`` must keep them so (also tested). :func:`find_project_root` finds that
+root from any folder below it (``mrl`` run from a subdirectory).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Optional
 
 __all__ = ["DEMO_DIR", "LISTING", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
            "METRICS_DIR", "BASELINE_SCORES", "PEER_SCORES",
-           "STAGES", "run_dir", "run_record", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS"]
+           "STAGES", "run_dir", "run_record", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS",
+           "PROJECT_MARKERS", "find_project_root"]
 
 # data
 DEMO_DIR = Path("data/demo")                 # demo: real and generated fake clips, masks, splits.csv
@@ -93,3 +97,17 @@ STAGE_INPUTS: dict[str, list[Path]] = {
     "peer": [CROPS],  # and the videos named in the crop files (a changed video changes its crop file)
     "track": [METRICS_DIR],   # the folder: every stage writing a metrics file comes first, a new one included
 }
+
+
+#: the files that make a folder the project's root
+PROJECT_MARKERS = ("dvc.yaml", "params.yaml")
+
+
+def find_project_root(start: Optional[str | Path] = None) -> Optional[Path]:
+    """The nearest folder from ``start`` (default: the working directory) upwards that holds
+    :data:`PROJECT_MARKERS` (as git finds ``.git``); None outside a project."""
+    cur = Path(start or os.getcwd()).resolve()
+    for d in (cur, *cur.parents):
+        if all((d / m).is_file() for m in PROJECT_MARKERS):
+            return d
+    return None

@@ -86,12 +86,15 @@ VIEW_MAX_PARAMS = 8
 
 
 def project_root(cwd: Optional[Path] = None) -> Path:
+    """The repository whose MLflow store to use: the parent repository of a ``dvc exp`` temporary copy
+    (``.dvc/tmp/exps/...``), else the project folder ``cwd`` is in (:func:`pipeline.paths.find_project_root`,
+    so ``mrl`` finds it from a subdirectory), else ``cwd``."""
     cwd = Path(cwd or os.getcwd()).resolve()
     parts = cwd.parts
     for i in range(len(parts) - 2):
         if parts[i] == ".dvc" and parts[i + 1] == "tmp" and parts[i + 2] == "exps":
             return Path(*parts[:i])
-    return cwd
+    return paths.find_project_root(cwd) or cwd
 
 
 def tracking_uri(configured: Optional[str] = None) -> str:

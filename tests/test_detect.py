@@ -3,6 +3,7 @@ skipped entries with reasons, heatmaps, the CLI, and the refusal to unpickle MLf
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -226,6 +227,8 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     from pipeline.cli import main
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")              # a project: mrl finds it by these two
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
     assert main(["results"]) == 0
     assert "does not exist yet: run `dvc repro` first" in capsys.readouterr().out
     (tmp_path / "metrics").mkdir()
@@ -295,6 +298,8 @@ def test_mrl_results_prints_the_peer_the_paired_differences_and_the_groups(tmp_p
     from pipeline.cli import main
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")              # a project: mrl finds it by these two
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
     (tmp_path / "metrics").mkdir()
     ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75},
           "vs_baseline": {"diff": 0.1625, "ci": [-0.05, 0.375], "p_above": 0.912, "n": 12},
@@ -312,3 +317,100 @@ def test_mrl_results_prints_the_peer_the_paired_differences_and_the_groups(tmp_p
     assert "MRL - peer (paired bootstrap on 12 videos): AUC difference -0.087 [-0.300, 0.125]" in out
     assert "test AUC per gender: female 0.750 (6 people), male n/a (3 people)" in out
     assert "test AUC per ethnicity: white 0.800 (5 people)" in out
+
+
+def test_output_names_follow_the_path_below_the_input_and_never_clash(tmp_path, monkeypatch):
+    """Regression: `a/clip.mp4`, `a/clip_1.mp4` and `b/clip.mp4` were named clip, clip_1, clip_1 (one result
+    overwritten); a video `detections.mp4` took the name of the combined detections.json."""
+    from pipeline.scoring.detect import RESERVED_NAMES, find_videos
+
+    monkeypatch.chdir(tmp_path)
+    for f in ("a/clip.mp4", "a/clip_1.mp4", "a/sub/clip.mp4", "a/sub__clip.mp4", "a/detections.mp4",
+              "a/Summary.avi", "a/.hidden.mp4", "a/...mp4", "b/clip.mp4", "b/CLIP.mkv", "c/clip.mp4", "c/x y.mp4"):
+        Path(f).parent.mkdir(parents=True, exist_ok=True)
+        Path(f).write_bytes(b"")                                  # find_videos opens nothing
+    videos, folder = find_videos(["a", "b", "c/clip.mp4", "c/x y.mp4", "a/clip.mp4"])
+    got = {str(v.path): v.name for v in videos}
+    assert folder and got == {
+        "a/.hidden.mp4": "hidden", "a/...mp4": "video", "a/Summary.avi": "Summary~2", "a/clip.mp4": "clip",
+        "a/clip_1.mp4": "clip_1", "a/detections.mp4": "detections~2", "a/sub/clip.mp4": "sub__clip",
+        "a/sub__clip.mp4": "sub__clip~2", "b/CLIP.mkv": "CLIP~2", "b/clip.mp4": "clip~3", "c/clip.mp4": "clip~4",
+        "c/x y.mp4": "x_y"}                                      # a/clip.mp4 given twice: scored once
+    names = [v.name.casefold() for v in videos]
+    assert len(set(names)) == len(names) and not set(names) & set(RESERVED_NAMES)
+    clash = {v.name: (v.wanted, v.clash) for v in videos if v.name != v.wanted}
+    assert clash["clip~3"] == ("clip", "a/clip.mp4") and clash["sub__clip~2"] == ("sub__clip", "a/sub/clip.mp4")
+    assert clash["detections~2"] == ("detections", "the run's own detections.json")
+    assert clash["Summary~2"] == ("Summary", "the run's own summary.csv")
+    assert [(str(v.path), v.name) for v in find_videos(["a", "b", "c/clip.mp4", "c/x y.mp4"])[0]] == \
+        [(str(v.path), v.name) for v in videos]                  # stable: the same inputs, the same names
+    assert {str(v.path): v.name for v in find_videos(["b"])[0]} == {"b/CLIP.mkv": "CLIP", "b/clip.mp4": "clip~2"}
+
+
+def test_detect_loses_no_result_and_overwrites_nothing_unasked(work, tmp_path, monkeypatch, capsys):
+    """`mrl detect a b --out det --heatmaps heat` with a/clip.mp4, a/clip_1.mp4, b/clip.mp4 and a/detections.mp4:
+    four JSON files, four heatmap folders and the combined summary that records the renames; the same command
+    again stops before any work, naming the file and --overwrite; with --overwrite it says what it replaces."""
+    import shutil
+
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for f in ("a/clip.mp4", "a/clip_1.mp4", "b/clip.mp4", "a/detections.mp4"):
+        Path(f).parent.mkdir(exist_ok=True)
+        shutil.copy(work["face"], f)
+    model = ["--encoder", str(work["encoder"]), "--relation", str(work["relation"]), "--device", "cpu",
+             "--no-progress", "--max-frames", "8"]
+    assert main(["detect", "a", "b", "--out", "det", "--heatmaps", "heat", *model]) == 0
+    err = capsys.readouterr().err
+    assert "detect: b/clip.mp4 is named clip~2 (clip is a/clip.mp4)" in err
+    assert "detect: a/detections.mp4 is named detections~2 (detections is the run's own detections.json)" in err
+    want = {"clip": "a/clip.mp4", "clip_1": "a/clip_1.mp4", "clip~2": "b/clip.mp4", "detections~2": "a/detections.mp4"}
+    for name, video in want.items():
+        doc = json.loads(Path(f"det/{name}.json").read_text())
+        assert doc["name"] == name and doc["video"] == video and doc["status"] == "ok"
+        pngs = sorted(Path(f"heat/{name}").iterdir())
+        assert len(pngs) == 2 and doc["heatmaps"] == [str(p) for p in pngs]      # one window, two snippets
+    combined = json.loads(Path("det/detections.json").read_text())
+    assert sorted(e["name"] for e in combined["videos"]) == sorted(want) and combined["totals"]["ok"] == 4
+    assert sorted((r["name"], r["wanted"], r["video"], r["clash"]) for r in combined["renamed"]) == [
+        ("clip~2", "clip", "b/clip.mp4", "a/clip.mp4"),
+        ("detections~2", "detections", "a/detections.mp4", "the run's own detections.json")]
+    assert sorted(pd.read_csv("det/summary.csv")["name"]) == sorted(want)
+
+    before = {p: p.read_bytes() for p in Path("det").iterdir()}
+    assert main(["detect", "a", "b", "--out", "det", "--heatmaps", "heat", "--encoder", "missing.pt"]) == 2
+    err = capsys.readouterr().err
+    assert ("detect: det/clip.json, det/clip_1.json, det/detections~2.json, det/clip~2.json, det/detections.json "
+            "and 5 more exist already and this run did not write them: pass --overwrite to replace, or give another "
+            "--out / --heatmaps") in err
+    assert "cannot load the model" not in err                    # refused before any work
+    assert {p: p.read_bytes() for p in Path("det").iterdir()} == before
+
+    (Path("heat/clip") / "w999_s0_f000000.png").write_bytes(b"an earlier run's map")
+    (Path("heat/clip") / "notes.txt").write_text("mine")
+    assert main(["detect", "b", "--out", "det", "--heatmaps", "heat", "--overwrite", *model]) == 0
+    err = capsys.readouterr().err
+    assert ("detect: --overwrite: replacing 4 existing outputs: det/clip.json, det/detections.json, det/summary.csv, "
+            "heat/clip/ (heatmaps)") in err
+    assert json.loads(Path("det/clip.json").read_text())["video"] == "b/clip.mp4"
+    assert sorted(p.name for p in Path("heat/clip").iterdir() if p.suffix == ".png") == \
+        sorted(Path(p).name for p in json.loads(Path("det/clip.json").read_text())["heatmaps"])
+    assert (Path("heat/clip") / "notes.txt").read_text() == "mine"   # not a heatmap: left alone
+
+
+def test_out_json_beside_an_existing_csv_is_refused_without_overwrite(work, tmp_path, monkeypatch, capsys):
+    """Regression: `--out results.json` beside an existing results.csv replaced the CSV without a word."""
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("results.csv").write_text("my own table\n")
+    model = ["--encoder", str(work["encoder"]), "--relation", str(work["relation"]), "--device", "cpu",
+             "--no-progress", "--max-frames", "8"]
+    assert main(["detect", str(work["face"]), "--out", "results.json", *model]) == 2
+    err = capsys.readouterr().err
+    assert "detect: results.csv exists already and this run did not write it: pass --overwrite to replace" in err
+    assert Path("results.csv").read_text() == "my own table\n" and not Path("results.json").exists()
+    assert main(["detect", str(work["face"]), "--out", "results.json", "--overwrite", *model]) == 0
+    assert "detect: --overwrite: replacing 1 existing output: results.csv" in capsys.readouterr().err
+    assert list(pd.read_csv("results.csv")["name"]) == ["carphone"]

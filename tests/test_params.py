@@ -158,3 +158,116 @@ def test_evaluate_groups_and_the_peer_section_are_checked_at_load_time():
         parse_params({"peer": {"weights": "MesoInception_DF"}})
     with pytest.raises(ParamsError, match=r"unknown key 'peer.frame'; did you mean 'peer.frames'\?"):
         parse_params({"peer": {"frame": 8}})
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"train_relation": {"epochs": True}}, "train_relation.epochs"),
+    ({"seed": True}, "seed"),
+    ({"train_encoder": {"flip_prob": True}}, "train_encoder.flip_prob"),
+    ({"train_encoder": {"batch_size": False}}, "train_encoder.batch_size"),
+    ({"crop": {"thresholds": [0.6, True, 0.7]}}, "crop.thresholds.1"),
+    ({"evaluate": {"threshold": True}}, "evaluate.threshold"),
+    ({"crop": {"max_frames": True}}, "crop.max_frames"),
+])
+def test_no_numeric_param_takes_a_boolean(raw, key):
+    """Regression: `epochs: true`, `seed: true`, `flip_prob: true` were accepted as 1, 1 and 1.0 (a run with
+    `epochs: true` trained one epoch); only mask.rate refused a boolean."""
+    with pytest.raises(ParamsError) as e:
+        parse_params(raw)
+    assert f"'{key}': " in str(e.value) and "not a boolean" in str(e.value)
+
+
+def test_every_numeric_field_refuses_a_boolean():
+    """Walk the params tree: each int/float field (also Optional) refuses true and false."""
+    from pydantic import BaseModel
+    from pipeline.params import Params
+
+    def numeric(model, prefix=()):
+        for name, f in model.model_fields.items():
+            ann = f.annotation
+            args = getattr(ann, "__args__", None) or (ann,)
+            for a in args:
+                if isinstance(a, type) and issubclass(a, BaseModel):   # a section, or a list of them
+                    at = prefix + (name,) if a is ann else prefix + (name, 0)
+                    yield from numeric(a, at)
+                    break
+            else:
+                if any(a in (int, float) for a in args) and ann is not bool:
+                    yield prefix + (name,)
+
+    keys = list(numeric(Params))
+    assert len(keys) > 40 and ("seed",) in keys and ("train_encoder", "lambda_od") in keys
+    for key in keys:
+        for b in (True, False):
+            raw: dict = {}
+            cur = raw
+            for part, nxt in zip(key[:-1], key[1:]):
+                if isinstance(nxt, int):                   # data.datasets.0.<key>: a one-item list
+                    cur[part] = [{}]
+                    cur = cur[part]
+                else:
+                    cur = cur.setdefault(part, {}) if isinstance(cur, dict) else cur[part]
+            cur[key[-1]] = b
+            with pytest.raises(ParamsError, match=f"'{'.'.join(map(str, key))}': .*(not a boolean|must be 'auto' or an int)"):
+                parse_params(raw)
+
+
+def test_a_yaml_integer_is_a_valid_float_and_a_quoted_number_is_not():
+    p = parse_params(yaml.safe_load("train_encoder: {lambda_od: 1, flip_prob: 0}\nevaluate: {ci: 0.9}"))
+    assert p.train_encoder.lambda_od == 1.0 and isinstance(p.train_encoder.lambda_od, float)
+    assert p.train_encoder.flip_prob == 0.0
+    with pytest.raises(ParamsError, match=r"'train_relation.epochs': .*not a string: write the number unquoted"):
+        parse_params(yaml.safe_load("train_relation: {epochs: '5'}"))
+    with pytest.raises(ParamsError, match=r"'train_relation.epochs': Input should be a valid integer"):
+        parse_params({"train_relation": {"epochs": 5.5}})
+
+
+@pytest.mark.parametrize("text, key", [
+    ("train_encoder: {lambda_od: .inf}", "train_encoder.lambda_od"),
+    ("train_encoder: {lambda_tc: .nan}", "train_encoder.lambda_tc"),
+    ("train_relation: {weight_decay: .inf}", "train_relation.weight_decay"),
+    ("evaluate: {threshold: .nan}", "evaluate.threshold"),
+])
+def test_non_finite_numbers_are_refused_at_load(text, key):
+    """Regression: `lambda_od: .inf` passed validation and failed 29 s later inside the loss."""
+    with pytest.raises(ParamsError, match=f"'{key}': Input should be a finite number"):
+        parse_params(yaml.safe_load(text))
+
+
+def test_seed_fits_numpy_torch_and_sklearn():
+    """Regression: `seed: 99999999999999999999999` passed and failed later with `Overflow when unpacking long
+    long`. The range is what every consumer takes: numpy's legacy seed and scikit-learn's random_state
+    [0, 2**32 - 1] (torch.manual_seed takes more)."""
+    import numpy as np
+    import torch
+    from sklearn.utils import check_random_state
+
+    from pipeline.params import SEED_MAX
+    top = parse_params(yaml.safe_load(f"seed: {SEED_MAX}")).seed
+    np.random.seed(top)
+    check_random_state(top)
+    torch.manual_seed(top)
+    torch.Generator().manual_seed(top * 100_003 + 10_000)     # pipeline.runtime's per-epoch generator
+    with pytest.raises(ValueError):
+        np.random.seed(top + 1)                              # the bound is numpy's, not a guess
+    for bad in ("99999999999999999999999", str(SEED_MAX + 1), "-1"):
+        with pytest.raises(ParamsError, match=r"'seed': Input should be (less|greater) than or equal to"):
+            parse_params(yaml.safe_load(f"seed: {bad}"))
+
+
+def test_load_params_reads_1e_4_as_a_number_as_dvc_does(tmp_path):
+    """PyYAML (YAML 1.1) reads `lr: 1e-4` as the string '1e-4'; DVC (YAML 1.2) as a float. The strict types
+    would refuse the string, so load_params reads it as YAML 1.2 does; a quoted number is still refused."""
+    f = tmp_path / "p.yaml"
+    f.write_text("train_encoder: {lr: 1e-4, weight_decay: 5E-5, lambda_od: 1.5e+0}\ntrain_relation: {lr: 2.5e-3}\n")
+    p = load_params(f)
+    assert (p.train_encoder.lr, p.train_encoder.weight_decay, p.train_encoder.lambda_od, p.train_relation.lr) == \
+        (1e-4, 5e-5, 1.5, 2.5e-3)
+    f.write_text("train_encoder: {lr: '1e-4'}\nseed: 1e3\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(f)
+    assert "'train_encoder.lr': Input should be a valid number, not a string: write the number unquoted" in str(e.value)
+    assert "'seed': Input should be a valid integer; got 1000.0" in str(e.value)
+    f.write_text("evaluate: {ci: .inf}\n")
+    with pytest.raises(ParamsError, match=r"'evaluate.ci': Input should be a finite number"):
+        load_params(f)

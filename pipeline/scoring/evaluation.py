@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from feature_cache import load_split
-from pipeline.model_io import load_encoder, load_joint_head, load_relation
+from pipeline.errors import InputRefused
+from pipeline.model_io import load_encoder, load_joint_head, load_relation, read_model_file
 from pipeline.params import EvaluateParams
 from pipeline.runtime import resolve_device, seed_everything, sha256_file
 from pipeline.scoring.explain import localisation_metrics
@@ -101,9 +102,13 @@ def evaluate(ev: EvaluateParams, features: Path, relation_path: Path, encoder_pa
         expect = sha256_file(encoder_path)
     else:
         relation, meta = load_relation(relation_path, device)
-        expect = sha256_file(encoder_path) if Path(encoder_path).exists() else None
+        expect = None
+        if Path(encoder_path).exists():
+            read_model_file(encoder_path, "mrl-encoder/1")   # a broken encoder file is named as such (as mrl detect)
+            expect = sha256_file(encoder_path)
         if expect and meta.get("encoder_sha256") and meta["encoder_sha256"] != expect:
-            raise RuntimeError(f"{relation_path}: trained on features of another encoder; re-run train_relation")
+            raise InputRefused(f"{relation_path}: trained on features of another encoder than {encoder_path} "
+                               f"(SHA-256 differs)", fix="re-run cache_features and train_relation (dvc repro)")
     x, _, keys = load_split(features, "test", expect)
     if x is None:
         raise RuntimeError(f"{features}: no test windows to evaluate")

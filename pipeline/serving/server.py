@@ -12,12 +12,12 @@ import argparse
 import ipaddress
 import socket
 import sys
-from pathlib import Path
 
 import uvicorn
 
+from pipeline.model_options import PROJECT_DEFAULTS, project_defaults
 from pipeline.runtime import resolve_device
-from pipeline.scoring.detect import PickleRefused, load_mlflow_model, load_model_files
+from pipeline.scoring.detect import PickleRefused, load_from_options
 from pipeline.serving.app import ServeOptions, create_app
 from pipeline.serving.card import model_card
 
@@ -37,14 +37,6 @@ def is_loopback(host: str) -> bool:
             return False
 
 
-def _load(args: argparse.Namespace, device):
-    if args.mlflow_run or args.mlflow_model:
-        uri = f"runs:/{args.mlflow_run}/model" if args.mlflow_run else args.mlflow_model
-        enc = args.encoder if Path(args.encoder).exists() else None
-        return load_mlflow_model(uri, args.trust_pickle, device, enc, args.params, args.tracking_uri)
-    return load_model_files(args.encoder, args.relation, device, args.params)
-
-
 def run(args: argparse.Namespace) -> int:
     for flag, low in (("port", 1), ("max_upload_mb", 1e-6), ("queue", 1), ("heatmap_windows", 0), ("keep", 1),
                       ("batch_size", 1), ("stride", 1), ("max_windows", 1), ("max_frames", 1)):
@@ -59,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if not loopback:
         print(f"serve: warning: listening on {args.host}, not on this machine only: anyone who can reach it can "
               f"upload videos and read every result; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
+    project_defaults(args, "serve", {**PROJECT_DEFAULTS, "metrics": "metrics/evaluate.json", "lock": "dvc.lock"})
     try:
         device = resolve_device(args.device)
-        model = _load(args, device)
+        model = load_from_options(args, device)
     except PickleRefused as exc:
         print(f"serve: {exc}", file=sys.stderr)
         return 2

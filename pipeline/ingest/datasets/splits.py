@@ -15,6 +15,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import InputRefused
 from pipeline.runtime import sha256_file
 
 from .common import rows_to_frame
@@ -171,7 +172,8 @@ def _check_identical_files(df: pd.DataFrame) -> list[str]:
 
 
 def check_leaks(df: pd.DataFrame, dataset_types: Optional[Mapping[str, str]] = None) -> None:
-    """Raise ``ValueError`` naming the offending ids and splits if the manifest leaks.
+    """Raise :class:`~pipeline.errors.InputRefused` (a ``ValueError``) naming the offending ids and splits if the
+    manifest leaks.
 
     Always: a (dataset, method, video_id) key appears once; a file path is in one split only;
     a non-empty ``identity`` is not in train and in val/test of the same dataset.
@@ -196,4 +198,7 @@ def check_leaks(df: pd.DataFrame, dataset_types: Optional[Mapping[str, str]] = N
         if kind == "dfdc":
             errors += _check_source_groups(sub, str(name))
     if errors:
-        raise ValueError("manifest leak check failed:\n  - " + "\n  - ".join(errors))
+        raise InputRefused("manifest leak check failed:\n  - " + "\n  - ".join(errors),
+                           fix="each video once and in one split: remove or move the duplicate files named above "
+                               "(a video saved twice, as x.mp4 and x.avi, or copied into another split), or "
+                               "correct the split file, then run again")

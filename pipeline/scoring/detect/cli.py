@@ -2,7 +2,8 @@
 
     mrl detect VIDEO_OR_FOLDER [...] [--encoder models/encoder.pt --relation models/relation.pt]
                [--mlflow-run RUN_ID | --mlflow-model models:/NAME/VERSION --trust-pickle]
-               [--out detections] [--threshold T] [--stride FRAMES] [--heatmaps DIR] [--device auto|cpu|cuda]
+               [--out detections] [--overwrite] [--threshold T] [--stride FRAMES] [--heatmaps DIR]
+               [--device auto|cpu|cuda]
 
 Per video: the crop stage's own code (:func:`pipeline.ingest.cropping.crop_video`: PyAV decode -> MTCNN -> main-face
 track -> smoothed boxes -> square crops) with the crop settings the model was TRAINED with (read from the
@@ -13,6 +14,10 @@ video score of ``evaluate`` (:func:`pipeline.scoring.metrics.video_scores`: the 
 fake when ``score >= threshold`` (default: the validation EER threshold stored in ``models/relation.pt``).
 
 A broken, faceless or too short video gets ``"status": "skipped"`` and the reason; the others go on.
+Each video's outputs are named after its path relative to the input argument it was found under
+(:func:`~pipeline.scoring.detect.detection.find_videos`: ``a/sub/clip.mp4`` given ``a`` -> ``sub__clip``; a clash
+-> ``clip~2``, listed under ``renamed``). Before any work, a run that would replace a file it did not write (an
+earlier run's JSON, CSV or heatmaps) stops with the file named, unless ``--overwrite``.
 Model files are loaded with ``torch.load(weights_only=True)`` (:mod:`pipeline.model_io`): no code in them
 runs. An MLflow model is a pickle (arbitrary code runs when it is loaded) and needs ``--trust-pickle``.
 """
@@ -23,29 +28,26 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pipeline.model_options import add_model_arguments, project_defaults
 from pipeline.runtime import resolve_device
-from pipeline.scoring.detect.detection import detect
-from pipeline.scoring.detect.models import PickleRefused, load_mlflow_model, load_model_files
-from pipeline.scoring.detect.outputs import output_problem, write_outputs
+from pipeline.scoring.detect.detection import detect, find_videos
+from pipeline.scoring.detect.models import PickleRefused, load_from_options
+from pipeline.scoring.detect.outputs import existing_outputs, output_problem, planned_outputs, write_outputs
 
 __all__ = ["add_arguments", "run", "main"]
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("inputs", nargs="+", help="video files and/or folders (searched recursively)")
-    m = ap.add_argument_group("model (default: the pipeline's model files)")
-    m.add_argument("--encoder", default="models/encoder.pt", help="encoder file (default %(default)s)")
-    m.add_argument("--relation", default="models/relation.pt", help="relation file (default %(default)s)")
-    src = m.add_mutually_exclusive_group()
-    src.add_argument("--mlflow-run", metavar="RUN_ID", help="the model of a train_relation or train_encoder MLflow run (runs:/RUN_ID/model; see below)")
-    src.add_argument("--mlflow-model", metavar="URI", help="a registered model, models:/NAME/VERSION or models:/NAME@ALIAS")
-    m.add_argument("--trust-pickle", action="store_true",
-                   help="allow loading an MLflow model, which is a pickle: loading it runs code from the file")
-    m.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: as the pipeline)")
-    m.add_argument("--params", default="params.yaml",
-                   help="fallback crop settings for model files that do not carry them (default %(default)s)")
+    add_model_arguments(ap, run_help="the model of a train_relation or train_encoder MLflow run "
+                                     "(runs:/RUN_ID/model; see below)")
     ap.add_argument("--out", default="detections",
-                    help="output folder (per-video JSON, detections.json, summary.csv) or a .json file")
+                    help="output folder (<name>.json per video, detections.json, summary.csv) or a .json file "
+                         "(and the .csv beside it); <name>: the video's path below the input folder, e.g. "
+                         "sub__clip; a clash gets clip~2")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace outputs that exist already (by default a run that would replace a file it "
+                         "did not write stops before any work, naming it)")
     ap.add_argument("--threshold", type=float, default=None,
                     help="decision threshold on the video score (default: the validation EER threshold of the model)")
     ap.add_argument("--stride", type=int, default=None, help="frames between window starts (default: window length)")
@@ -71,14 +73,37 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"detect: {problem}", file=sys.stderr)
         return 2
+    found = find_videos(args.inputs)
+    names = [v.name for v in found[0]]
+    files, dirs = planned_outputs(args.out, names, args.heatmaps)
+    both = sorted(set(files) & set(dirs))
+    if both:
+        print(f"detect: {both[0]} would be both an output file and a heatmap folder: give --heatmaps another "
+              f"folder", file=sys.stderr)
+        return 2
+    existing = existing_outputs(args.out, names, args.heatmaps)
+    if existing:
+        shown = ", ".join(_describe(p, dirs) for p in existing[:5])
+        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+        if not args.overwrite:
+            print(f"detect: {shown}{more} exist{'s' if len(existing) == 1 else ''} already and this run did not "
+                  f"write {'it' if len(existing) == 1 else 'them'}: pass --overwrite to replace, or give another "
+                  f"--out{' / --heatmaps' if any(p in dirs for p in existing) else ''}", file=sys.stderr)
+            return 2
+        bad = [p for p in existing if p in dirs and not p.is_dir()]
+        if bad:
+            print(f"detect: {bad[0]} is no folder and cannot hold heatmaps: remove it or give another --heatmaps",
+                  file=sys.stderr)
+            return 2
+        print(f"detect: --overwrite: replacing {len(existing)} existing output{'s' if len(existing) > 1 else ''}: "
+              f"{shown}{more}", file=sys.stderr)
+    for v in found[0]:
+        if v.name != v.wanted:
+            print(f"detect: {v.path} is named {v.name} ({v.wanted} is {v.clash})", file=sys.stderr)
+    project_defaults(args, "detect")
     try:
         device = resolve_device(args.device)
-        if args.mlflow_run or args.mlflow_model:
-            uri = f"runs:/{args.mlflow_run}/model" if args.mlflow_run else args.mlflow_model
-            enc = args.encoder if Path(args.encoder).exists() else None
-            model = load_mlflow_model(uri, args.trust_pickle, device, enc, args.params, args.tracking_uri)
-        else:
-            model = load_model_files(args.encoder, args.relation, device, args.params)
+        model = load_from_options(args, device)
     except PickleRefused as exc:
         print(f"detect: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     for w in model.warnings:
         print(f"detect: warning: {w}", file=sys.stderr)
     result = detect(args.inputs, model, device, args.threshold, args.stride, args.max_windows, args.max_frames,
-                    args.heatmaps, None if not args.no_progress else False, args.batch_size)
+                    args.heatmaps, None if not args.no_progress else False, args.batch_size, found=found)
     paths = write_outputs(result, args.out)
     for e in result["videos"]:
         if e["status"] == "ok":
@@ -100,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"detect: {t['videos']} videos, {t['ok']} scored ({t['fake']} fake, {t['real']} real), {t['skipped']} "
           f"skipped -> {paths['json']}, {paths['csv']}")
     return 0 if t["ok"] > 0 else 1
+
+
+def _describe(path: Path, heatmap_dirs: Sequence[Path]) -> str:
+    return f"{path}/ (heatmaps)" if path in heatmap_dirs else str(path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

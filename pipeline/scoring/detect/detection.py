@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -21,40 +22,94 @@ from pipeline.ingest.cropping.video_crop import crop_video
 from pipeline.ingest.datasets.common import not_a_file_reason
 from pipeline.ingest.faces import FaceDetector
 from pipeline.scoring.detect.models import LoadedModel
+from pipeline.scoring.detect.outputs import HEATMAP_FILE
 from pipeline.scoring.explain import gradcam_windows, overlay
 from pipeline.scoring.inference import window_probs
 from pipeline.scoring.metrics import video_scores
 
-__all__ = ["DETECT_FORMAT", "VIDEO_EXTENSIONS", "ProgressFn", "find_videos", "detect_video", "write_heatmaps", "detect"]
+__all__ = ["DETECT_FORMAT", "VIDEO_EXTENSIONS", "RESERVED_NAMES", "ProgressFn", "FoundVideo", "video_name",
+           "find_videos", "detect_video", "write_heatmaps", "detect"]
 
 DETECT_FORMAT = "mrl-detect/1"
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 ProgressFn = Callable[[str, int, int], None]   # (phase, done, total): see detect_video
 
 
-def find_videos(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
-    """Files as given, folders searched recursively for :data:`VIDEO_EXTENSIONS` (sorted); also says whether a
-    folder was among the inputs. What cannot be scored is kept, to be reported as skipped with the reason
-    (:func:`_not_scorable`): a path that does not exist, a folder with no video inside, and entries of a folder
-    named like videos that are no file (a directory ``x.mp4``, a symbolic link loop, a broken link)."""
-    out: list[Path] = []
+#: stems of the files a run writes itself in an ``--out`` folder (detections.json, summary.csv): no video takes them
+RESERVED_NAMES = {"detections": "detections.json", "summary": "summary.csv"}
+
+
+@dataclass(frozen=True)
+class FoundVideo:
+    """One input to score and the name its outputs take (``<out>/<name>.json``, ``<heatmaps>/<name>/``)."""
+
+    path: Path
+    name: str          # unique in the run (case-insensitively), a safe file name
+    wanted: str        # the name its path alone gives; differs from ``name`` when another input had it first
+    clash: str = ""    # why ``name`` is not ``wanted``: the input that had it, or the run's own summary file
+
+
+def _safe_part(part: str) -> str:
+    """A path component as a file name: letters, digits, ``-_.`` kept, the rest ``_``; no leading dot (no
+    hidden files, no ``.``/``..``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in part).lstrip(".") or "video"
+
+
+def video_name(path: Path, arg: Path) -> str:
+    """The output name of ``path``, found under the input argument ``arg``: its path relative to ``arg``
+    without the extension, folders joined by ``__`` (``a/sub/clip.mp4`` given ``a`` -> ``sub__clip``; a file
+    given as it is -> its stem). Never contains ``~`` (the mark of a renamed clash, :func:`find_videos`)."""
+    rel = path.relative_to(arg).parts if path != arg and arg in path.parents else (path.name,)
+    parts = list(rel[:-1]) + [Path(rel[-1]).stem or rel[-1]]
+    name = "__".join(_safe_part(p) for p in parts)
+    if len(name.encode()) > 200:              # a file name has at most 255 bytes: keep the end, it differs most
+        name = "_" + name.encode()[-190:].decode(errors="ignore").lstrip(".")
+    return name
+
+
+def find_videos(inputs: Sequence[str | Path]) -> tuple[list[FoundVideo], bool]:
+    """Files as given, folders searched recursively for :data:`VIDEO_EXTENSIONS` (sorted), each with its
+    output name (:func:`video_name`); also says whether a folder was among the inputs. What cannot be scored is
+    kept, to be reported as skipped with the reason (:func:`_not_scorable`): a path that does not exist, a
+    folder with no video inside, and entries of a folder named like videos that are no file (a directory
+    ``x.mp4``, a symbolic link loop, a broken link). A file reached twice is scored once.
+
+    Names are unique, case-insensitively (one file system may not tell ``Clip`` from ``clip``): in input order
+    (a folder's files sorted), the first input that wants a name gets it; a later one gets ``<name>~2``
+    (``~3``, ...: the first not wanted by any input), recorded in ``clash``. :data:`RESERVED_NAMES` are taken
+    by the run's own files. The same inputs give the same names."""
+    found: list[tuple[Path, str]] = []
     folder = False
     for x in inputs:
         p = Path(x)
         if p.is_dir():
             folder = True
-            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_EXTENSIONS
-                           and not (q.is_dir() and _has_videos(q)))
-            out += found or [p]
+            hits = sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_EXTENSIONS
+                          and not (q.is_dir() and _has_videos(q)))
+            found += [(q, video_name(q, p)) for q in hits] or [(p, video_name(p, p))]
         else:
-            out.append(p)
+            found.append((p, video_name(p, p)))
     seen, uniq = set(), []
-    for p in out:
+    for p, n in found:
         k = str(p.resolve()) if p.exists() else str(p)
         if k not in seen:
             seen.add(k)
-            uniq.append(p)
-    return uniq, folder
+            uniq.append((p, n))
+    wanted = {n.casefold() for _, n in uniq}
+    holder: dict[str, str] = {r: f"the run's own {f}" for r, f in RESERVED_NAMES.items()}
+    out = []
+    for p, n in uniq:
+        key = n.casefold()
+        if key not in holder:
+            holder[key] = str(p)
+            out.append(FoundVideo(p, n, n))
+            continue
+        k = 2
+        while f"{key}~{k}" in holder or f"{key}~{k}" in wanted:
+            k += 1
+        holder[f"{key}~{k}"] = str(p)
+        out.append(FoundVideo(p, f"{n}~{k}", n, holder[key]))
+    return out, folder
 
 
 def _has_videos(folder: Path) -> bool:
@@ -70,16 +125,6 @@ def _not_scorable(path: Path) -> Optional[str]:
         kind = "a directory named like a video" if path.suffix.lower() in VIDEO_EXTENSIONS else "a folder"
         return f"{kind} with no video file inside (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})"
     return why
-
-
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names, used = [], {}
-    for p in paths:
-        base = "".join(c if c.isalnum() or c in "-_." else "_" for c in p.stem) or "video"
-        n = used.get(base, 0)
-        used[base] = n + 1
-        names.append(base if n == 0 else f"{base}_{n}")
-    return names
 
 
 def _crops_of(path: Path, model: LoadedModel, detector, workdir: Path, stride: Optional[int],
@@ -175,8 +220,11 @@ def write_heatmaps(model: LoadedModel, clips: np.ndarray, frame_index: np.ndarra
                    device: torch.device, batch_size: int = 4, windows: Optional[Sequence[int]] = None,
                    on_progress: Optional[ProgressFn] = None) -> list[str]:
     """Grad-CAM overlay PNGs, one per snippet: ``out_dir/w{window:03d}_s{snippet}_f{frame}.png`` (the heatmap
-    averaged over the snippet, drawn on its middle frame; crop size); of ``windows`` only (default: all)."""
+    averaged over the snippet, drawn on its middle frame; crop size); of ``windows`` only (default: all). Heatmap
+    PNGs already in ``out_dir`` (an earlier run's, :data:`~.outputs.HEATMAP_FILE`) are removed once the new ones
+    are written, so the folder shows this video's maps only (``mrl detect`` asks for ``--overwrite`` first)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    stale = {p for p in out_dir.iterdir() if HEATMAP_FILE.match(p.name) and p.is_file()}
     full = MRLModel(model.encoder, model.relation)
     D, paths = model.snippet_length, []
     todo = list(range(len(clips))) if windows is None else [int(w) for w in windows]
@@ -192,27 +240,30 @@ def write_heatmaps(model: LoadedModel, clips: np.ndarray, frame_index: np.ndarra
                 p = out_dir / f"w{w:03d}_s{t}_f{int(frame_index[w, mid]):06d}.png"
                 overlay(clips[w, mid], ht).save(p)
                 paths.append(str(p))
+    for p in stale - {Path(q) for q in paths}:
+        p.unlink(missing_ok=True)
     return paths
 
 
 def detect(inputs: Sequence[str | Path], model: LoadedModel, device: torch.device | str = "cpu",
            threshold: Optional[float] = None, stride: Optional[int] = None, max_windows: Optional[int] = None,
            max_frames: Optional[int] = None, heatmap_dir: Optional[str | Path] = None, progress: Optional[bool] = None,
-           batch_size: int = 8, on_progress: Optional[ProgressFn] = None, heatmap_windows: Optional[int] = None
-           ) -> dict:
+           batch_size: int = 8, on_progress: Optional[ProgressFn] = None, heatmap_windows: Optional[int] = None,
+           found: Optional[tuple[list[FoundVideo], bool]] = None) -> dict:
     """Score every video of ``inputs`` (files and folders); returns the result document (:data:`DETECT_FORMAT`).
-    ``on_progress`` and ``heatmap_windows``: as :func:`detect_video` (``mrl serve`` uses them)."""
+    ``on_progress`` and ``heatmap_windows``: as :func:`detect_video` (``mrl serve`` uses them). ``found``:
+    :func:`find_videos` of ``inputs`` when the caller has it already (``mrl detect`` checks its outputs first).
+    Inputs renamed for a clash are listed under ``renamed`` (name, wanted, video, clash)."""
     device = torch.device(device)
-    videos, folder = find_videos(inputs)
-    names = _unique_names(videos)
+    videos, folder = found if found is not None else find_videos(inputs)
     detector = FaceDetector.from_params(model.crop, device=str(device)) if videos else None
     show = (folder or len(videos) > 1) if progress is None else progress
     entries = []
-    bar = tqdm(list(zip(videos, names)), desc="detect", unit="video", disable=not show, file=sys.stderr)
-    for v, n in bar:
-        bar.set_postfix_str(n, refresh=False)
-        entries.append(detect_video(v, model, device, detector, threshold, stride, max_windows, max_frames,
-                                    Path(heatmap_dir) if heatmap_dir else None, n, batch_size, on_progress,
+    bar = tqdm(videos, desc="detect", unit="video", disable=not show, file=sys.stderr)
+    for v in bar:
+        bar.set_postfix_str(v.name, refresh=False)
+        entries.append(detect_video(v.path, model, device, detector, threshold, stride, max_windows, max_frames,
+                                    Path(heatmap_dir) if heatmap_dir else None, v.name, batch_size, on_progress,
                                     heatmap_windows))
     thr = threshold if threshold is not None else model.threshold
     return {"format": DETECT_FORMAT, "model": model.source, "crop": {k: v for k, v in model.crop.model_dump(mode="json").items()
@@ -221,7 +272,10 @@ def detect(inputs: Sequence[str | Path], model: LoadedModel, device: torch.devic
             "threshold": thr if thr is not None else 0.5,
             "threshold_source": ("--threshold" if threshold is not None else
                                  "model (validation EER)" if model.threshold is not None else "default 0.5"),
-            "device": str(device), "warnings": list(model.warnings), "videos": entries,
+            "device": str(device), "warnings": list(model.warnings),
+            "renamed": [{"name": v.name, "wanted": v.wanted, "video": str(v.path), "clash": v.clash}
+                        for v in videos if v.name != v.wanted],
+            "videos": entries,
             "totals": {"videos": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                        "skipped": sum(e["status"] == "skipped" for e in entries),
                        "fake": sum(e["decision"] == "fake" for e in entries),

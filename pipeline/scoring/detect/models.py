@@ -3,6 +3,7 @@ an MLflow model (a pickle: only with ``--trust-pickle``), with the crop settings
 decision threshold."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +14,7 @@ import yaml
 from graph_models import MRLModel, RelationLearner
 from pipeline.model_card import crop_params_from_model
 from pipeline.model_io import load_encoder, load_relation, read_model_file
+from pipeline.model_options import mlflow_uri
 from pipeline.params import CropParams
 from pipeline.runtime import sha256_file
 from pipeline.tracking import tracking_uri as default_uri
@@ -20,7 +22,8 @@ from pipeline.tracking import tracking_uri as default_uri
 # MLflow is imported inside load_mlflow_model on purpose (deferred heavy import, seconds): scoring model
 # files never needs it.
 
-__all__ = ["LoadedModel", "PickleRefused", "PICKLE_MESSAGE", "load_model_files", "load_mlflow_model"]
+__all__ = ["LoadedModel", "PickleRefused", "PICKLE_MESSAGE", "load_model_files", "load_mlflow_model",
+           "load_from_options"]
 
 PICKLE_MESSAGE = (
     "refusing to load {what} without --trust-pickle: MLflow stores PyTorch models of this pipeline as pickles "
@@ -169,3 +172,13 @@ def load_mlflow_model(uri: str, trust_pickle: bool = False, device: torch.device
     return LoadedModel(encoder, relation, crop, int(frames), D, thr, crop_source,
                        {"mlflow_model": uri, "mlflow_run_id": run_id, "encoder": str(emeta_path) if emeta_path else None},
                        warnings)
+
+
+def load_from_options(args: argparse.Namespace, device: torch.device | str = "cpu") -> LoadedModel:
+    """The model ``mrl detect``'s and ``mrl serve``'s model options name (:mod:`pipeline.model_options`): an
+    MLflow model (paired with ``--encoder`` when that file exists) or the model files."""
+    uri = mlflow_uri(args)
+    if uri:
+        enc = args.encoder if Path(args.encoder).exists() else None
+        return load_mlflow_model(uri, args.trust_pickle, device, enc, args.params, args.tracking_uri)
+    return load_model_files(args.encoder, args.relation, device, args.params)

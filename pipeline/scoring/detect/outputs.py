@@ -1,18 +1,22 @@
 """``mrl detect``, the output: one JSON for all videos or a folder of per-video JSON files, and a CSV summary;
-checked before any scoring so that no work is lost to an unusable ``--out``."""
+checked before any scoring so that no work is lost to an unusable ``--out`` and no file is replaced unasked
+(:func:`existing_outputs`: what a run would replace, refused by ``mrl detect`` without ``--overwrite``)."""
 from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import pandas as pd
 
 from pipeline.runtime import write_csv, write_json
 
-__all__ = ["SUMMARY_COLUMNS", "write_outputs", "output_problem"]
+__all__ = ["SUMMARY_COLUMNS", "HEATMAP_FILE", "write_outputs", "output_problem", "planned_outputs", "existing_outputs"]
 
+#: the names of the heatmap PNGs (pipeline.scoring.detect.detection.write_heatmaps): w<window>_s<snippet>_f<frame>.png
+HEATMAP_FILE = re.compile(r"^w(\d+)_s(\d+)_f(\d+)\.png$")
 SUMMARY_COLUMNS = ["name", "video", "status", "score", "decision", "threshold", "n_windows", "frames_used",
                    "frames_read", "reason"]
 
@@ -70,3 +74,25 @@ def output_problem(out: str | Path) -> Optional[str]:
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         return f"--out {out}: cannot write under {parent}"
     return None
+
+
+def planned_outputs(out: str | Path, names: Sequence[str], heatmap_dir: Optional[str | Path] = None
+                    ) -> tuple[list[Path], list[Path]]:
+    """The files a run scoring videos named ``names`` writes for ``--out`` (:func:`write_outputs`), and its
+    heatmap folders (``<heatmap_dir>/<name>/``)."""
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        files = [out, out.with_suffix(".csv")]
+    else:
+        files = [out / f"{n}.json" for n in names] + [out / "detections.json", out / "summary.csv"]
+    dirs = [Path(heatmap_dir) / n for n in names] if heatmap_dir is not None else []
+    return files, dirs
+
+
+def existing_outputs(out: str | Path, names: Sequence[str], heatmap_dir: Optional[str | Path] = None
+                     ) -> list[Path]:
+    """What that run would replace, i.e. what it did not write itself: its output files that exist already
+    (a link too, broken or not) and its heatmap folders that hold anything."""
+    files, dirs = planned_outputs(out, names, heatmap_dir)
+    hit = [f for f in files if f.exists() or f.is_symlink()]
+    return hit + [d for d in dirs if d.is_symlink() or (d.exists() and (not d.is_dir() or any(d.iterdir())))]
