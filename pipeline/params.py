@@ -92,7 +92,7 @@ class DemoParams(_Section):
 
     enabled: bool = True
     out_dir: str = "data/demo"
-    seed: int = Field(0, ge=0, description="the demo's own seed (its videos, fakes and splits), apart from the "
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="the demo's own seed (its videos, fakes and splits), apart from the "
                                            "training `seed`: a seed sweep retrains on the same videos")
     source_cache: Optional[str] = Field(
         None, description="where downloaded source media are kept; default ~/.cache/mrl/sources")

@@ -253,6 +253,9 @@ def test_seed_fits_numpy_torch_and_sklearn():
     for bad in ("99999999999999999999999", str(SEED_MAX + 1), "-1"):
         with pytest.raises(ParamsError, match=r"'seed': Input should be (less|greater) than or equal to"):
             parse_params(yaml.safe_load(f"seed: {bad}"))
+    assert parse_params({"demo": {"seed": SEED_MAX}}).demo.seed == SEED_MAX   # the demo's own seed: same range
+    with pytest.raises(ParamsError, match=r"demo.*seed.*less than or equal to"):
+        parse_params({"demo": {"seed": SEED_MAX + 1}})
 
 
 def test_load_params_reads_1e_4_as_a_number_as_dvc_does(tmp_path):
