@@ -371,7 +371,9 @@ def _curve_wide(pts: list[dict]) -> list[dict]:
         row[f"mrl_{r['backbone']}"] = r["auc_mean"]
         if r["baseline_mean"] is not None:
             row.setdefault("baseline", r["baseline_mean"])
-    cols = ["identities", *sorted({f"mrl_{r['backbone']}" for r in pts}), "baseline"]
+    # every backbone of the grid gets its column, run or not (dvc.yaml's plot names them all)
+    cols = ["identities", *dict.fromkeys([f"mrl_{b}" for b in CURVE_BACKBONES]
+                                         + sorted(f"mrl_{r['backbone']}" for r in pts)), "baseline"]
     return [{c: wide[k].get(c) for c in cols} for k in sorted(wide)]
 
 
@@ -400,7 +402,9 @@ def _wide(rows) -> list[dict]:
     by_rate: dict = {}
     for strategy, rate, auc, *_ in rows:
         by_rate.setdefault(rate, {"rate": rate})[strategy] = auc
-    return [by_rate[r] for r in sorted(by_rate)]
+    # both strategies of the grid get their column, run or not (dvc.yaml's plot names them)
+    cols = ["rate", *dict.fromkeys(["minimal", "random"] + sorted({r[0] for r in rows}))]
+    return [{c: by_rate[r].get(c) for c in cols} for r in sorted(by_rate)]
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

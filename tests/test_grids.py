@@ -95,6 +95,7 @@ def test_report_csvs_feed_the_dvc_plots(tmp_path):
     grids._write_csv(grids._wide(rows), tmp_path / "mask_auc.csv")
     got = list(csv.DictReader(open(tmp_path / "mask_auc.csv")))
     assert got == [{"rate": "0.0", "minimal": "0.6", "random": "0.55"}, {"rate": "0.5", "minimal": "0.7", "random": ""}]
+    assert grids._wide(rows[2:]) == [{"rate": 0.5, "minimal": 0.7, "random": None}]   # a strategy not run: its column
     plots = {k: v for entry in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"] for k, v in entry.items()}
     mask = next(v for v in plots.values() if "reports/mask_auc.csv" in (v.get("y") or {}))
     assert mask["x"] == "rate" and mask["y"]["reports/mask_auc.csv"] == ["minimal", "random"]
@@ -191,7 +192,7 @@ def test_curve_report_groups_seeds_per_backbone_and_fits(tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
     wide = (tmp_path / "curve_auc.csv").read_text().splitlines()
     assert wide[0] == "identities,mrl_mobilenet_v2,mrl_small3d,baseline"
-    assert wide[1] == "3,0.55,0.5,0.6"
+    assert wide[1] == "3,0.55,0.5,0.6" and wide[2] == "6,0.62,,0.64"   # small3d not run at 6: an empty cell
     assert (tmp_path / "curve_runs.csv").read_text().count("\n") == 6   # header + one line per run
 
 
