@@ -295,6 +295,7 @@ class MobileNetV2Backbone(nn.Module):
     The frames run in the channels-last memory format (faster depthwise convolutions on CPU and GPU).
     ``freeze_blocks`` = k: ``features[:k]`` keep their (ImageNet) weights and batch-norm statistics (no
     gradients, evaluation mode, run without autograd), which saves their backward pass; 0 fine-tunes all.
+    :meth:`remember_frozen` also saves their forward pass on clips seen before (training epochs on CPU).
     """
 
     out_channels = 96
@@ -324,13 +325,57 @@ class MobileNetV2Backbone(nn.Module):
         self.features[:self.freeze_blocks].eval()   # frozen blocks keep their batch-norm statistics
         return self
 
+    def remember_frozen(self, max_bytes: int) -> None:
+        """Keep the frozen modules' output of every clip seen, up to ``max_bytes`` (0: keep nothing, forget all).
+
+        The frozen modules are a fixed function of their input (no gradients, evaluation-mode batch norm), so
+        a clip seen again (the same window in the next epoch, in the same orientation) reuses its output
+        instead of running them again. Clips are told apart by a BLAKE2b digest of their input bytes: a
+        flipped or augmented clip is another clip (augmented ones are new every epoch, nothing to reuse).
+        Each clip's output is the one computed without the memo (the modules treat every frame on its own:
+        tests/test_backbones.py checks it bit for bit). Float32 on CPU only: on a GPU they cost little."""
+        self._memo: Optional[dict[bytes, Tensor]] = {} if max_bytes > 0 and self.freeze_blocks else None
+        self._memo_left = int(max_bytes)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        memo = getattr(self, "_memo", None)
+        if memo:  # other weights: what the memo holds is stale
+            self._memo_left += sum(t.numel() * t.element_size() for t in memo.values())
+            memo.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    @property
+    def remembered(self) -> int:
+        """Clips whose frozen output the memo holds."""
+        return len(getattr(self, "_memo", None) or {})
+
+    def _frozen(self, f: Tensor, d: int) -> Tensor:
+        """``features[:freeze_blocks]`` of the frames ``f`` ``[B * d, C, H, W]`` of B clips, through the memo."""
+        k = self.freeze_blocks
+        memo = getattr(self, "_memo", None)
+        if memo is None or f.device.type != "cpu" or f.dtype != torch.float32:
+            return self.features[:k](f)
+        clips = f.reshape(-1, d, *f.shape[1:])
+        keys = [hashlib.blake2b(c.contiguous().numpy().tobytes(), digest_size=16).digest() for c in clips]
+        outs = [memo.get(key) for key in keys]
+        todo = [i for i, out in enumerate(outs) if out is None]
+        if todo:
+            new = self.features[:k](torch.cat([clips[i] for i in todo]).contiguous(memory_format=torch.channels_last))
+            for i, out in zip(todo, new.reshape(len(todo), d, *new.shape[1:])):
+                outs[i] = out
+                size = out.numel() * out.element_size()
+                if keys[i] not in memo and size <= self._memo_left:
+                    memo[keys[i]] = out.clone()
+                    self._memo_left -= size
+        return torch.cat(outs).contiguous(memory_format=torch.channels_last)
+
     def forward(self, x: Tensor) -> Tensor:
         b, c, d, h, w = x.shape
         f = x.transpose(1, 2).reshape(b * d, c, h, w).contiguous(memory_format=torch.channels_last)
         k = self.freeze_blocks
         if k:
             with torch.no_grad():
-                f = self.features[:k](f)
+                f = self._frozen(f, d)
         return self.as_clip(self.features[k:](f), d)
 
 

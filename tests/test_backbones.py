@@ -208,3 +208,55 @@ def test_freeze_blocks_is_checked_and_only_mobilenet_uses_it():
     mb = build_encoder(EncoderParams(backbone="mobilenet_v2", pretrained=None), ClipParams()).backbone
     assert mb.freeze_blocks == EncoderParams().freeze_blocks == 7
     assert [any(q.requires_grad for q in m.parameters()) for m in mb.features] == [False] * 7 + [True] * 7
+
+
+def test_the_frozen_memo_gives_the_same_numbers_and_runs_the_frozen_modules_once_per_clip():
+    torch.manual_seed(0)
+    plain = backbones.MobileNetV2Backbone(None, freeze_blocks=4).train()
+    memo = backbones.MobileNetV2Backbone(None, freeze_blocks=4).train()
+    memo.load_state_dict(plain.state_dict())
+    frames = []                                            # frames through the first frozen module
+    memo.features[0].register_forward_hook(lambda m, i, o: frames.append(int(i[0].shape[0])))
+    d = 4
+    clips = torch.rand(3, 3, d, 32, 32)
+    flipped = clips.flip(-1)
+    per_clip = d * 24 * (32 // 4) ** 2 * 4                 # [d, 24, 8, 8] float32 after features[:4]
+    memo.remember_frozen(2 * per_clip)                     # room for two clips of the three
+    for batch in (clips[:2], clips, flipped[:1], clips[[2, 0]]):
+        with torch.no_grad():
+            assert torch.equal(memo(batch), plain(batch))  # bit for bit, memo or not
+    # run 1: clips 0, 1 (kept); run 2: clip 2 only (over budget, not kept); run 3: the flipped clip 0
+    # (another clip); run 4: clip 2 again (never kept), clip 0 from the memo
+    assert frames == [2 * d, d, d, d] and memo.remembered == 2
+    memo.load_state_dict(plain.state_dict())               # other weights would make the memo stale
+    assert memo.remembered == 0
+    with torch.no_grad():
+        memo(clips[:1])
+    assert frames[-1] == d and memo.remembered == 1        # its budget came back
+    memo.remember_frozen(0)
+    with torch.no_grad():
+        memo(clips[:1])
+    assert frames[-1] == d and memo.remembered == 0
+
+
+def test_the_frozen_memo_is_transparent_to_training():
+    """The same model trained two steps on the same batch, with and without the memo: the same weights."""
+    p = parse_params({"encoder": {"backbone": "mobilenet_v2", "pretrained": None, "heads": 3, "freeze_blocks": 5},
+                      "clip": {"frames": 8, "snippet_length": 4},
+                      "train_encoder": {"relation": {"hidden": 5, "mlp_hidden": 7}}})
+    x = torch.rand(2, 3, 8, 48, 48)
+    states = []
+    for memo_bytes in (0, 2**24):
+        torch.manual_seed(0)
+        model = build_model(p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask).train()
+        model.encoder.backbone.remember_frozen(memo_bytes)
+        opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=1e-3)
+        for _ in range(2):
+            torch.manual_seed(1)
+            logits, enc = model(x)
+            mrl_loss(logits, torch.tensor([0.0, 1.0]), enc)["total"].backward()
+            opt.step()
+            opt.zero_grad()
+        assert model.encoder.backbone.remembered == (4 if memo_bytes else 0)   # 2 clips x 2 snippets
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

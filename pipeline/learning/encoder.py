@@ -154,10 +154,20 @@ def train_encoder(encoder: EncoderParams, clip: ClipParams, train: TrainEncoderP
         return {"val_loss": loss, **video_metrics(w)}
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    digest = params_digest({**stage_params(seed, encoder, clip, te, image_size), "data": crops_fingerprint(crop_dir)})
-    res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=seed,
-              device=device, checkpoint=Path(run_dir) / "checkpoint.pt", digest=digest,
-              log_epoch=log_epoch, desc="train_encoder")
+    # the frozen backbone modules' output per clip, reused from the second epoch on (augmented clips are new
+    # every epoch: nothing to reuse); the digest leaves frozen_memo_mb out, since it changes no number
+    digest = params_digest({**stage_params(seed, encoder, clip, te.model_copy(update={"frozen_memo_mb": 0}),
+                                           image_size), "data": crops_fingerprint(crop_dir)})
+    remember = getattr(model.encoder.backbone, "remember_frozen", None)
+    if remember is not None and augmented is None:
+        remember(te.frozen_memo_mb * 2**20)
+    try:
+        res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=seed,
+                  device=device, checkpoint=Path(run_dir) / "checkpoint.pt", digest=digest,
+                  log_epoch=log_epoch, desc="train_encoder")
+    finally:
+        if remember is not None:
+            remember(0)
     model.load_state_dict(res.best_state)
     return EncoderTraining(model, res, n_train, len(val_loader.dataset),
                            train_videos=len(train_index.drop_duplicates(["dataset", "method", "video_id"])),
