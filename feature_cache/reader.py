@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.errors import InputRefused
+
 from . import schema as S
 
 __all__ = ["FeatureCacheError", "FeatureCache", "open_cache", "FeatureDataset", "load_split"]
@@ -29,8 +31,12 @@ __all__ = ["FeatureCacheError", "FeatureCache", "open_cache", "FeatureDataset", 
 _READ_BLOCK_BYTES = 16 << 20
 
 
-class FeatureCacheError(ValueError):
-    """A feature cache that must not be used; the message says which file and why."""
+class FeatureCacheError(InputRefused):
+    """A feature cache that must not be used; the message says which file and why. A stage that meets one
+    prints it with the fix, without a traceback (:mod:`pipeline.errors`)."""
+
+    fix = ("the cache is cache_features' output: `dvc repro` writes it again from models/encoder.pt and the crops "
+           "(`dvc checkout cache_features` restores the committed one)")
 
 
 @dataclass(frozen=True)

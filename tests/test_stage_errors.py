@@ -129,3 +129,22 @@ def test_a_truncated_encoder_file_is_named_not_blamed_on_the_relation_model(tmp_
     (other / "encoder.pt").replace(ep)
     with pytest.raises(InputRefused, match=f"{rp}: trained on features of another encoder than {ep}"):
         evaluate(p.evaluate, tmp_path / "features.h5", rp, ep, tmp_path / "crops", seed=0, device="cpu")
+
+
+def test_a_broken_feature_cache_is_named_with_its_fix_without_a_traceback(tmp_path):
+    """A feature cache that is not HDF5 (cut short, overwritten) ended train_relation in a traceback
+    (FeatureCacheError was no refusal); it is one now, as every error that names an input is."""
+    from feature_cache import FeatureCacheError
+    from pipeline.errors import InputRefused
+    from pipeline.ingest.demo.sources import SourceError
+    from pipeline.scoring.paired import ComparisonError
+
+    assert all(issubclass(e, InputRefused) for e in (FeatureCacheError, SourceError, ComparisonError))
+    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "features.h5").write_bytes(b"not HDF5 at all")
+    res = _stage("train_relation", tmp_path)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    said = res.stderr[res.stderr.index("train_relation: "):]
+    assert said.startswith("train_relation: feature cache data/features.h5: not a readable HDF5 file")
+    assert "fix: the cache is cache_features' output: `dvc repro` writes it again" in said

@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import InputRefused
 from pipeline.scoring.metrics import VIDEO_KEY, _arrays, _auc_rows, binary_metrics, bootstrap_auc, breakdown
 
 __all__ = ["GROUP_COLUMNS", "PEOPLE_COLUMNS", "MIN_GROUP_PEOPLE", "ComparisonError", "paired_replicates",
@@ -35,7 +36,7 @@ MIN_GROUP_PEOPLE = 5
 SCORE_COLUMNS = list(VIDEO_KEY) + ["label", "score"]
 
 
-class ComparisonError(ValueError):
+class ComparisonError(InputRefused):
     """A score or people file that cannot be used; the message names the file (and the params key)."""
 
 

@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from pipeline.errors import InputRefused
 from pipeline.runtime import sha256_file
 
 __all__ = ["Source", "SOURCES", "fetch", "default_cache", "SourceError"]
 
 
-class SourceError(RuntimeError):
-    pass
+class SourceError(InputRefused, RuntimeError):
+    """A demo source that is missing, unknown or not the pinned bytes: the message names the file and the fix;
+    the demo stage prints it without a traceback (:mod:`pipeline.errors`)."""
 
 
 @dataclass(frozen=True)
