@@ -154,14 +154,15 @@ def main(argv=None) -> int:
             if args.device:
                 over["device"] = args.device
             make_workspace(ws, over or None)
-            t = time.perf_counter()
-            full_stages = stages_run(run_dvc(ws, "repro").stdout)
-            t_full = time.perf_counter() - t
+            t_full, full_stage_s, out = timeline(ws, "repro")
+            full_stages = stages_run(out)
         t_exp, stage_s, out = timeline(ws, "exp", "run", "-S", f"mask.rate={args.rate}")
         t_full = t_full if t_full is not None else args.full_seconds
         print(f"params: {'tiny (tests/test_pipeline_e2e.py)' if args.tiny else 'default params.yaml'}")
         if t_full is not None:
             print(f"dvc repro                      {t_full:8.1f} s  stages: {', '.join(full_stages) or '(given)'}")
+            for stage, sec in (full_stage_s if not args.reuse else {}).items():
+                print(f"  {stage:28s} {sec:7.1f} s  ({sec / 60:.1f} min)")
         print(f"dvc exp run -S mask.rate={args.rate}  {t_exp:8.1f} s  stages: {', '.join(stages_run(out))}")
         for stage, sec in stage_s.items():
             print(f"  {stage:28s} {sec:6.2f} s  (stage process + DVC's commit of its outputs, in this run)")

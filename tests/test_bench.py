@@ -81,6 +81,8 @@ def test_gpu_check_cpu_smoke_writes_one_table(tmp_path):
 def test_mask_experiment_tiny():
     out = _run(sys.executable, "bench/mask_experiment.py", "--tiny", timeout=900)
     assert "dvc exp run -S mask.rate=0.6" in out and "ratio" in out
+    full = out.split("dvc repro ", 1)[1].split("dvc exp run", 1)[0]          # the full repro, stage by stage
+    assert all(f"  {stage} " in full for stage in ("crop", "train_encoder", "cache_features", "evaluate"))
     assert "interpreter teardown" in out and "floor with no work and no MLflow" in out and "at most" in out
 
 
