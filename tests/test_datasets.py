@@ -311,7 +311,8 @@ def test_ffpp_fakes_only_at_another_compression_is_an_error_naming_the_folders(t
     for method in ("Deepfakes", "Face2Face"):
         (tmp_path / f"manipulated_sequences/{method}/c23").rename(tmp_path / f"manipulated_sequences/{method}/c40")
     spec = DatasetSpec(name="ff", type="ffpp", root=str(tmp_path))   # default methods: folders may be missing
-    with pytest.warns(UserWarning, match="method folder missing"), pytest.raises(ValueError) as e:
+    with pytest.warns(UserWarning, match="method folder missing"), \
+            pytest.warns(UserWarning, match="1 FF\\+\\+ videos are in no official split"), pytest.raises(ValueError) as e:
         build_manifest([spec], seed=0)
     msg = str(e.value)
     assert "dataset 'ff' (type ffpp): split 'train' has 4 real and 0 fake videos" in msg
