@@ -181,7 +181,7 @@ class ClipParams(_Section):
 
 class CropParams(_Section):
     out_dir: str = "data/crops"
-    image_size: int = Field(64, ge=16, le=512)
+    image_size: int = Field(96, ge=16, le=512)
     margin: float = Field(0.3, ge=0.0, le=2.0, description="extra border around the box, fraction of its side")
     stride: Optional[int] = Field(None, ge=1, description="window stride in frames; default clip.frames")
     max_windows_per_video: Optional[int] = Field(None, ge=1)
@@ -267,7 +267,7 @@ class OptimParams(_Section):
 
 
 class TrainEncoderParams(OptimParams):
-    epochs: int = Field(6, ge=1, le=10000)
+    epochs: int = Field(5, ge=1, le=10000)
     lr_step: int = Field(3, ge=1, description="epochs between learning-rate decays")
     batch_size: int = Field(8, ge=1, le=4096)
     lambda_od: float = Field(0.75, ge=0.0)
