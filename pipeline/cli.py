@@ -251,6 +251,10 @@ def _print_peers(ev: dict, fmt, peer: Path) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)  # the subcommand, options come after it
+    if command in ("detect", "serve"):  # scores as the evaluate stage computes them, on any x86-64 CPU
+        from pipeline.cpu_kernels import pin_cpu_kernels  # environment only, before torch loads
+
+        pin_cpu_kernels()
     args = build_parser(command).parse_args(argv)
     return int(args.func(args) or 0)
 

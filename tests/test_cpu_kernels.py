@@ -50,3 +50,20 @@ def test_a_stage_process_dispatches_to_avx2_kernels_unless_told_otherwise():
     assert native["env"] == {k: None for k in PINS}
     mine = _probe(ATEN_CPU_CAPABILITY="default")
     assert mine["aten"] == "DEFAULT" and mine["env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pins are for x86-64 CPUs")
+def test_mrl_detect_and_serve_score_with_the_stages_kernels_and_the_other_commands_pin_nothing():
+    probe = ("import json, os, sys\nfrom pipeline import cli\ntry:\n    cli.main(sys.argv[1:])\n"
+             "except SystemExit:\n    pass\nprint(json.dumps({k: os.environ.get(k) for k in %r}))" % sorted(PINS))
+    base = {k: v for k, v in os.environ.items() if k not in PINS and k != "MRL_NATIVE_CPU"}
+
+    def env_after(*argv: str, **extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True, text=True,
+                             env={**base, "PYTHONPATH": str(ROOT), **extra}, check=True, timeout=300).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    assert env_after("serve", "--help") == PINS
+    assert env_after("detect", "--help") == PINS                        # torch is imported after the pins
+    assert env_after("results", "--help") == {k: None for k in PINS}    # nothing numeric: nothing set
+    assert env_after("detect", "--help", MRL_NATIVE_CPU="1") == {k: None for k in PINS}
