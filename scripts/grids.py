@@ -247,9 +247,15 @@ def log_fit(ks: list[float], aucs: list[float]) -> tuple[float, float]:
     return float(a), float(b)
 
 
+NEEDED_MAX = 1e7   # a crossing beyond ten million people is a flat fit, not a prediction
+
+
 def identities_needed(a: float, b: float, target: float) -> float | None:
-    """The ``k`` at which ``a + b ln k`` reaches ``target`` (None when the fit does not rise)."""
-    return float(np.exp((target - a) / b)) if b > 1e-9 else None
+    """The ``k`` at which ``a + b ln k`` reaches ``target`` (None when the fit does not rise, or rises so
+    slowly that the crossing lies beyond :data:`NEEDED_MAX` people: a flat curve at chance)."""
+    if b <= 1e-9 or (target - a) / b > np.log(NEEDED_MAX):
+        return None
+    return float(np.exp((target - a) / b))
 
 
 def curve_rows(exps: dict) -> list[dict]:
@@ -301,11 +307,11 @@ def _fit_line(label: str, ks: list, aucs: list, seeds: list) -> str:
         if len(set(kk)) >= 3:
             per_seed.append(identities_needed(*log_fit(kk, yy), 0.90))
     crossing = (f"it reaches 0.90 at about {need:.0f} training identities" if need
-                else "it does not rise with more identities, so it predicts no size that reaches 0.90")
+                else "it does not rise measurably with more identities, so it predicts no size that reaches 0.90")
     if per_seed:
         finite = [x for x in per_seed if x is not None]
         crossing += (f" (per seed: {', '.join(f'{x:.0f}' for x in finite) or 'none'}"
-                     + (f"; {len(per_seed) - len(finite)} seed(s) not rising" if len(finite) < len(per_seed) else "")
+                     + (f"; {len(per_seed) - len(finite)} seed(s) not rising measurably" if len(finite) < len(per_seed) else "")
                      + ")")
     return f"- {label}: test AUC = {a:.3f} + {b:.3f} ln(identities) over {len(ks)} runs; {crossing}."
 

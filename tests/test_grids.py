@@ -157,6 +157,8 @@ def test_log_fit_recovers_a_known_curve_and_its_crossing():
     # 0.5 + 0.1 ln k = 0.9  <=>  k = e^4
     assert abs(grids.identities_needed(a, b, 0.90) - 54.598) < 1e-2
     assert grids.identities_needed(0.7, -0.01, 0.90) is None          # a falling curve predicts nothing
+    assert grids.identities_needed(0.51, 0.001, 0.90) is None         # flat at chance: e^390 is no size
+    assert abs(grids.identities_needed(0.0, 0.06, 0.90) - 3.269e6) / 3.269e6 < 1e-3  # e^15, under the cap
 
 
 def test_curve_grid_is_points_x_seeds_x_backbones():
