@@ -253,9 +253,10 @@ NEEDED_MAX = 1e7   # a crossing beyond ten million people is a flat fit, not a p
 def identities_needed(a: float, b: float, target: float) -> float | None:
     """The ``k`` at which ``a + b ln k`` reaches ``target`` (None when the fit does not rise, or rises so
     slowly that the crossing lies beyond :data:`NEEDED_MAX` people: a flat curve at chance)."""
-    if b <= 1e-9 or (target - a) / b > np.log(NEEDED_MAX):
+    if b <= 1e-9:
         return None
-    return float(np.exp((target - a) / b))
+    ln_k = (target - a) / b
+    return float(np.exp(ln_k)) if ln_k <= np.log(NEEDED_MAX) else None
 
 
 def curve_rows(exps: dict) -> list[dict]:
