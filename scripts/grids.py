@@ -11,6 +11,8 @@
     dvc queue start -j 1                          # run them unattended (dvc queue status / logs NAME)
     python scripts/grids.py report lofo           # -> reports/lofo.md (+ reports/mask.png for the mask grids)
                                                   #    (+ reports/<grid>_auc.csv, read by dvc.yaml's plots)
+    python scripts/grids.py report curve --rev ee0af21 --alias crop96=mobilenetv2-all-s0
+                                  # only the experiments of these commits (fast); a run of another name as a point
 
 Each experiment is ``dvc exp run --queue -n <grid>-<point> -S key=value ...``; DVC re-runs only the stages
 whose params changed: ``mask`` re-runs train_relation and evaluate (the crops and the encoder are reused),
@@ -163,14 +165,56 @@ def queue(name: str, dry: bool = False, only: str | None = None) -> None:
     print(f"grids: queued {len(points)} experiments; run them with `dvc queue start -j 1`")
 
 
-def finished(name: str) -> dict:
-    """The finished experiments of grid ``name`` (exactly its experiment names: ``mask`` is not ``mask-full``)."""
-    # --all-commits: experiments stay attached to the commit they were queued on
-    res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits"], check=True,
-                         capture_output=True, text=True)
-    exps = finished_experiments(json.loads(res.stdout))
+def read_finished(revs: list[str] | None = None) -> dict:
+    """Every finished experiment DVC knows, by name (:func:`finished_experiments`: of two with one name, the
+    newer). ``revs``: only those queued on these commits, one ``dvc exp show --json --rev REV`` each: much
+    faster in a repository with a long history than the default ``--all-commits`` (experiments stay attached
+    to the commit they were queued on, so a grid run over several commits needs each of them)."""
+    show: list = []
+    for args in [["--rev", r] for r in revs or []] or [["--all-commits"]]:
+        res = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", *args], capture_output=True,
+                             text=True)
+        if res.returncode != 0:
+            why = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"
+            raise SystemExit(f"grids: `dvc exp show --json {' '.join(args)}` failed: {why}")
+        show += json.loads(res.stdout)
+    return finished_experiments(show)
+
+
+def parse_aliases(items: list[str] | None) -> dict[str, str]:
+    """``["crop96=mobilenetv2-all-s0", ...]`` -> ``{"crop96": "mobilenetv2-all-s0"}`` (the ``--alias`` option)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        src, sep, point = item.partition("=")
+        if not sep or not src.strip() or not point.strip():
+            raise SystemExit(f"--alias {item!r}: write EXPERIMENT=POINT, e.g. --alias crop96=mobilenetv2-all-s0")
+        out[src.strip()] = point.strip()
+    return out
+
+
+def grid_experiments(name: str, exps: dict, aliases: dict[str, str] | None = None) -> dict:
+    """The experiments of grid ``name`` among ``exps`` (exactly its experiment names: ``mask`` is not
+    ``mask-full``), plus ``aliases``: a finished experiment queued under another name that ran a point of the
+    grid (``{"crop96": "mobilenetv2-all-s0"}`` reads crop96 as ``curve-mobilenetv2-all-s0``)."""
     names = {exp for exp, _ in grid(name)}
-    return {k: v for k, v in exps.items() if k in names}
+    out = {k: v for k, v in exps.items() if k in names}
+    for src, point in (aliases or {}).items():
+        target = f"{name}-{point}"
+        if target not in names:
+            raise SystemExit(f"--alias {src}={point}: no point {point!r} in grid {name} "
+                             f"(`python scripts/grids.py list {name}` lists them)")
+        if src not in exps:
+            raise SystemExit(f"--alias {src}={point}: no finished experiment named {src!r} in the revisions read; "
+                             "pass the commit it was queued on with --rev")
+        if target in out:
+            raise SystemExit(f"--alias {src}={point}: {target} itself has finished; drop the alias")
+        out[target] = exps[src]
+    return out
+
+
+def finished(name: str, revs: list[str] | None = None, aliases: dict[str, str] | None = None) -> dict:
+    """The finished experiments of grid ``name`` (:func:`read_finished`, :func:`grid_experiments`)."""
+    return grid_experiments(name, read_finished(revs), aliases)
 
 
 def _by_method(per_method: dict, method: str):
@@ -185,14 +229,19 @@ def fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None) -> Path:
+def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None,
+           aliases: dict[str, str] | None = None) -> Path:
     """``out_dir/<name>.md`` (and the PNG / CSV of the grid) from its finished experiments (default: read
-    from ``dvc exp show``; ``exps``: name -> the experiment's data, as :func:`finished_experiments` gives)."""
+    from ``dvc exp show``; ``exps``: name -> the experiment's data, as :func:`finished_experiments` gives).
+    ``aliases`` (experiment -> point, already applied to ``exps``) are listed under the title."""
     exps = finished(name) if exps is None else exps
     if not exps:
         raise SystemExit(f"no finished experiments named {name}-*: queue them and run `dvc queue start`")
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {name}: {len(exps)} experiments", ""]
+    if aliases:
+        lines += ["Read under another name: " + ", ".join(f"{src} as {name}-{point}"
+                                                           for src, point in sorted(aliases.items())), ""]
     if name == "lofo":
         lines += ["| held-out family | its test AUC (unseen) [95% CI] | videos (fake + real) | overall test AUC [95% CI] "
                   "| baseline, same family |", "|---|---|---|---|---|"]
@@ -447,6 +496,11 @@ def main(argv=None) -> int:
     ap.add_argument("action", choices=["queue", "report", "list", "table"])
     ap.add_argument("grid", choices=GRIDS)
     ap.add_argument("--only", help="comma-separated points of the grid (names without the '<grid>-' prefix)")
+    ap.add_argument("--rev", action="append", metavar="COMMIT",
+                    help="report: read the experiments queued on this commit (repeat it; default: every commit, slow)")
+    ap.add_argument("--alias", action="append", metavar="EXPERIMENT=POINT",
+                    help="report: read a finished experiment of another name as a point of the grid (repeat it)")
+    ap.add_argument("--out", type=Path, default=Path("reports"), help="report: the folder to write (default: reports)")
     args = ap.parse_args(argv)
     if args.action == "list":
         for exp, sets in select(grid(args.grid), args.grid, args.only):
@@ -457,7 +511,8 @@ def main(argv=None) -> int:
     elif args.action == "queue":
         queue(args.grid, only=args.only)
     else:
-        report(args.grid)
+        aliases = parse_aliases(args.alias)
+        report(args.grid, args.out, finished(args.grid, args.rev, aliases), aliases)
     return 0
 
 

@@ -205,3 +205,28 @@ def test_only_selects_points_by_name():
     import pytest
     with pytest.raises(SystemExit, match="no point"):
         grids.select(grids.grid("mask"), "mask", "minimal-5")
+
+
+def test_alias_reads_a_differently_named_run_as_a_grid_point():
+    assert grids.parse_aliases(["crop96=mobilenetv2-all-s0", " b = small3d-5-s1 "]) == {
+        "crop96": "mobilenetv2-all-s0", "b": "small3d-5-s1"}
+    import pytest
+    with pytest.raises(SystemExit, match="write EXPERIMENT=POINT"):
+        grids.parse_aliases(["crop96"])
+    run, other = {"metrics": {"m": 1}}, {"metrics": {"m": 2}}
+    exps = {"crop96": run, "curve-small3d-5-s0": other, "mask-minimal-05": other}
+    got = grids.grid_experiments("curve", exps, {"crop96": "mobilenetv2-all-s0"})
+    assert got == {"curve-mobilenetv2-all-s0": run, "curve-small3d-5-s0": other}   # not the mask run
+    with pytest.raises(SystemExit, match="no point 'mobilenetv2-all'"):
+        grids.grid_experiments("curve", exps, {"crop96": "mobilenetv2-all"})
+    with pytest.raises(SystemExit, match="no finished experiment named 'crop64'.*--rev"):
+        grids.grid_experiments("curve", exps, {"crop64": "mobilenetv2-all-s0"})
+    with pytest.raises(SystemExit, match="curve-small3d-5-s0 itself has finished"):
+        grids.grid_experiments("curve", exps, {"crop96": "small3d-5-s0"})
+
+
+def test_report_names_the_runs_read_under_another_name(tmp_path):
+    exps = {"lofo-sbi": {"params": {"params.yaml": {"data": {"data": {"holdout_methods": ["sbi"]}}}},
+                         "metrics": {"metrics/evaluate.json": {"data": {"per_method": {"demo/sbi": {"auc": 0.8}}}}}}}
+    md = grids.report("lofo", tmp_path, exps, aliases={"old-sbi": "sbi"}).read_text()
+    assert "Read under another name: old-sbi as lofo-sbi" in md and "| sbi | 0.800 [n/a, n/a] |" in md

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -126,6 +127,27 @@ def test_mask_experiment_reruns_only_the_mask_stages(pipeline_run):
                 rows[params["mask"]["rate"]] = set(data.get("metrics") or {})
     assert {0.6, 0.3} <= set(rows), rows  # every experiment has its own row (queued one included)
     assert "metrics/evaluate.json" in rows[0.6]  # the experiment's own metrics are in its row
+
+
+def test_grid_report_reads_the_experiments_of_the_commits_named(pipeline_run, monkeypatch):
+    """scripts/grids.py ``report --rev``: one `dvc exp show --rev` per commit, in place of --all-commits."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("grids", Path(__file__).resolve().parents[1] / "scripts" / "grids.py")
+    grids = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grids)
+    ws, _, _, _ = pipeline_run
+    monkeypatch.chdir(ws)
+    for key, value in _env().items():
+        monkeypatch.setenv(key, value)
+    head = grids.read_finished(["HEAD"])       # the queued experiment's commit only
+    assert set(head) == {"queued-03"} and grids._params(head["queued-03"])["mask"]["rate"] == 0.3
+    both = grids.read_finished(["HEAD~1", "HEAD"])   # the first commit's experiment (rate 0.6) as well
+    assert len(both) == 2 and sorted(grids._params(d)["mask"]["rate"] for d in both.values()) == [0.3, 0.6]
+    got = grids.grid_experiments("mask", both, {"queued-03": "minimal-03"})
+    assert list(got) == ["mask-minimal-03"] and got["mask-minimal-03"] is both["queued-03"]
+    with pytest.raises(SystemExit, match="dvc exp show --json --rev no-such-commit"):
+        grids.read_finished(["no-such-commit"])
 
 
 def test_mlflow_has_every_run_tagged(pipeline_run):
