@@ -1,6 +1,8 @@
 """Training augmentation and on-the-fly self-blended pseudo-fakes (pipeline.ingest.augment)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,47 @@ def test_pseudo_fakes_without_landmarks_name_the_video(tmp_path):
     ds = AugmentedClips(ClipDataset(crops, "train", with_landmarks=True), seed=0, pseudo_fake_prob=1.0)
     with pytest.raises(ValueError, match="demo/real/v000 has none"):
         ds[0]
+
+
+def test_pseudo_fakes_keep_the_frozen_memo_and_its_numbers(tmp_path):
+    """With pseudo-fakes (no augmentation) every clip that is not turned fake comes back unchanged the next
+    epoch, so train_encoder keeps the frozen-module memo: the same weights as without it, fewer frames through
+    the frozen modules. Augmentation makes every clip new: no memo."""
+    import yaml
+
+    from pipeline.learning.encoder import memo_bytes, train_encoder
+    from pipeline.params import parse_params
+
+    root = Path(__file__).resolve().parents[1]
+    vids = [(split, "faceswap" if i % 2 else "real", i % 2, _face_clip(10 * (split == "val") + i)[None])
+            for split, n in (("train", 6), ("val", 2)) for i in range(n)]
+    crops = write_crop_dir(tmp_path / "crops", vids, landmarks=TEMPLATE * (S / 112.0))
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw.update(seed=0, device="cpu", clip={"frames": F, "snippet_length": 4})
+    raw["encoder"].update(backbone="mobilenet_v2", pretrained=None, freeze_blocks=2, heads=4)
+    raw["train_encoder"].update(epochs=2, batch_size=4, pseudo_fake_prob=0.5, augment=False)
+    raw["train_encoder"]["relation"].update(hidden=8, mlp_hidden=8)
+
+    frames: list[int] = []   # frames entering the backbone's first (frozen) conv, over every run
+    def count(module, args, out):
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels == 3 and module.out_channels == 32:
+            frames.append(int(args[0].shape[0]))
+    runs = {}
+    for mb in (0, 64):
+        raw["train_encoder"]["frozen_memo_mb"] = mb
+        p = parse_params(raw)
+        assert memo_bytes(p.train_encoder) == mb * 2**20
+        handle = torch.nn.modules.module.register_module_forward_hook(count)
+        try:
+            runs[mb] = train_encoder(p.encoder, p.clip, p.train_encoder, crops, tmp_path / f"run{mb}", seed=0,
+                                     device="cpu", image_size=S)
+        finally:
+            handle.remove()
+        runs[mb] = (runs[mb], sum(frames))
+        frames.clear()
+    (off, n_off), (on, n_on) = runs[0], runs[64]
+    ref, got = off.model.state_dict(), on.model.state_dict()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)                      # the same numbers, memo or not
+    assert n_on < n_off, (n_on, n_off)                                         # ... with fewer frames computed
+    raw["train_encoder"]["augment"] = True
+    assert memo_bytes(parse_params(raw).train_encoder) == 0

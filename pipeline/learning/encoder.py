@@ -33,7 +33,7 @@ from pipeline.scoring.inference import window_predictions
 from pipeline.scoring.metrics import video_metrics
 
 __all__ = ["ENCODER_FORMAT", "EncoderTraining", "stage_params", "predict_windows", "crops_fingerprint",
-           "train_encoder", "encoder_payload", "best_val_metrics"]
+           "memo_bytes", "train_encoder", "encoder_payload", "best_val_metrics"]
 
 ENCODER_FORMAT = "mrl-encoder/1"
 
@@ -84,6 +84,13 @@ class EncoderTraining:
     encoder: EncoderParams   # the settings it was built with (the head's masking is in model.relation.masking)
     clip: ClipParams
     head: RelationParams
+
+
+def memo_bytes(te: TrainEncoderParams) -> int:
+    """The frozen-module memo's budget (:meth:`graph_models.backbones.MobileNetV2Backbone.remember_frozen`):
+    none with augmentation, whose clips are new every epoch; with pseudo-fakes only the windows turned fake
+    are new (a share ``pseudo_fake_prob`` of the real ones each epoch), every other clip comes back."""
+    return 0 if te.augment else te.frozen_memo_mb * 2**20
 
 
 def train_encoder(encoder: EncoderParams, clip: ClipParams, train: TrainEncoderParams, crop_dir: str | Path,
@@ -154,13 +161,13 @@ def train_encoder(encoder: EncoderParams, clip: ClipParams, train: TrainEncoderP
         return {"val_loss": loss, **video_metrics(w)}
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    # the frozen backbone modules' output per clip, reused from the second epoch on (augmented clips are new
-    # every epoch: nothing to reuse); the digest leaves frozen_memo_mb out, since it changes no number
+    # the frozen backbone modules' output per clip, reused from the second epoch on; the digest leaves
+    # frozen_memo_mb out, since it changes no number
     digest = params_digest({**stage_params(seed, encoder, clip, te.model_copy(update={"frozen_memo_mb": 0}),
                                            image_size), "data": crops_fingerprint(crop_dir)})
     remember = getattr(model.encoder.backbone, "remember_frozen", None)
-    if remember is not None and augmented is None:
-        remember(te.frozen_memo_mb * 2**20)
+    if remember is not None:
+        remember(memo_bytes(te))
     try:
         res = fit(model, train_batches=train_batches, step=step, validate=validate, optim=te, seed=seed,
                   device=device, checkpoint=Path(run_dir) / "checkpoint.pt", digest=digest,
