@@ -285,7 +285,7 @@ class TrainEncoderParams(OptimParams):
                                "of the same person (pipeline.ingest.clips.PairedShuffle)")
     frozen_memo_mb: int = Field(
         2048, ge=0, le=1_000_000, description="CPU memory (MiB) for the output of the backbone's frozen modules "
-        "per clip, reused in later epochs (mobilenet_v2 with freeze_blocks > 0, no augmentation; "
+        "per clip, reused in later epochs (mobilenet_v2 with freeze_blocks > 0, no augmentation or pseudo-fakes; "
         "the same numbers, less CPU time); 0: recompute every epoch")
     mask: MaskParams = Field(default_factory=MaskParams)
     relation: RelationParams = Field(default_factory=RelationParams)
