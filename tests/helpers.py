@@ -63,3 +63,13 @@ def write_crop_dir(root: str | Path, videos: list[tuple[str, str, int, np.ndarra
                   "identity": vid, "file": rel, "window": w} for w in range(len(clips))]
     pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
     return root
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

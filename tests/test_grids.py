@@ -1,14 +1,13 @@
 """scripts/grids.py: the grids it queues and how it reads finished experiments back."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("grids", ROOT / "scripts" / "grids.py")
-grids = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(grids)
+grids = load_script("grids")
 
 
 def test_mask_grids_cover_both_strategies_and_ten_rates():

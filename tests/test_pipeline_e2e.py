@@ -11,12 +11,12 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from helpers import load_script
 from pipeline import paths
 from workspace import _env, commit_all, make_workspace, run_dvc, stages_run
 
@@ -131,11 +131,7 @@ def test_mask_experiment_reruns_only_the_mask_stages(pipeline_run):
 
 def test_grid_report_reads_the_experiments_of_the_commits_named(pipeline_run, monkeypatch):
     """scripts/grids.py ``report --rev``: one `dvc exp show --rev` per commit, in place of --all-commits."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("grids", Path(__file__).resolve().parents[1] / "scripts" / "grids.py")
-    grids = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grids)
+    grids = load_script("grids")
     ws, _, _, _ = pipeline_run
     monkeypatch.chdir(ws)
     for key, value in _env().items():
