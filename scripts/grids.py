@@ -430,7 +430,7 @@ def _curve_wide(pts: list[dict]) -> list[dict]:
     # every backbone of the grid gets its column, run or not (dvc.yaml's plot names them all)
     cols = ["identities", *dict.fromkeys([f"mrl_{b}" for b in CURVE_BACKBONES]
                                          + sorted(f"mrl_{r['backbone']}" for r in pts)), "baseline"]
-    return [{c: wide[k].get(c) for c in cols} for k in sorted(wide)]
+    return _padded(wide, cols)
 
 
 def _plot_curve(pts: list[dict], path: Path) -> None:
@@ -463,7 +463,13 @@ def _wide(rows) -> list[dict]:
         by_rate.setdefault(rate, {"rate": rate})[strategy] = auc
     # both strategies of the grid get their column, run or not (dvc.yaml's plot names them)
     cols = ["rate", *dict.fromkeys(["minimal", "random"] + sorted({r[0] for r in rows}))]
-    return [{c: by_rate[r].get(c) for c in cols} for r in sorted(by_rate)]
+    return _padded(by_rate, cols)
+
+
+def _padded(rows_by_key: dict, cols: list[str]) -> list[dict]:
+    """The rows in the order of their keys, each with exactly the columns ``cols`` (None where a row has no
+    value): a CSV whose every column a dvc.yaml plot can name, whichever points have run."""
+    return [{c: rows_by_key[k].get(c) for c in cols} for k in sorted(rows_by_key)]
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
