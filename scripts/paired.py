@@ -73,8 +73,7 @@ def pooled_difference(pairs: list[pd.DataFrame], n: int = 1000, ci: float = 0.95
         raise SystemExit("paired: the pairs were not scored on the same videos")
     point, reps = [], []
     for p in pairs:
-        res = paired_bootstrap(labels, p["score_a"].to_numpy(), p["score_b"].to_numpy(), n=n, ci=ci, seed=seed)
-        point.append(res["diff"])
+        point.append(paired_bootstrap(labels, p["score_a"].to_numpy(), p["score_b"].to_numpy(), n=0)["diff"])
         ra, rb = paired_replicates(labels, p["score_a"].to_numpy(), p["score_b"].to_numpy(), n=n, seed=seed)
         reps.append(ra - rb)
     d = np.mean(reps, axis=0)
