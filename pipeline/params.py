@@ -222,6 +222,8 @@ class EncoderParams(_Section):
     width: int = Field(16, ge=4, le=512, description="base width of the small3d backbone")
     freeze_blocks: int = Field(7, ge=0, le=13, description="mobilenet_v2 only: the first k of its 14 feature "
                                "modules keep their pretrained weights (CPU cost, bench/README.md); 0: all train")
+    temporal_shift: bool = Field(False, description="mobilenet_v2 only: TSM's temporal shift in the trainable "
+                                 "residual blocks (1/8 of the channels from the next frame, 1/8 from the previous)")
     heads: int = Field(12, ge=1, le=64, description="N, number of attention maps / graph vertices")
     sta: bool = Field(True, description="False: attention maps are all ones (Table V 'graph only')")
     attention: Literal["spatiotemporal", "spatial"] = "spatiotemporal"
@@ -229,6 +231,13 @@ class EncoderParams(_Section):
     input_filter: Literal["none", "highpass", "temporal"] = Field(
         "none", description="what the backbone sees: the frames (paper), their 3x3 high-pass residual, or "
                             "frame differences (graph_models.mrl.Encoder)")
+
+    @model_validator(mode="after")
+    def _shift_needs_frames(self) -> "EncoderParams":
+        if self.temporal_shift and self.backbone != "mobilenet_v2":
+            raise ValueError(f"encoder.temporal_shift works on the per-frame mobilenet_v2 backbone, not "
+                             f"{self.backbone!r} (a 3D backbone models time in its kernels): set it to false")
+        return self
 
 
 class MaskParams(_Section):
@@ -285,8 +294,8 @@ class TrainEncoderParams(OptimParams):
                                "of the same person (pipeline.ingest.clips.PairedShuffle)")
     frozen_memo_mb: int = Field(
         2048, ge=0, le=1_000_000, description="CPU memory (MiB) for the output of the backbone's frozen modules "
-        "per clip, reused in later epochs (mobilenet_v2 with freeze_blocks > 0, no augmentation or pseudo-fakes; "
-        "the same numbers, less CPU time); 0: recompute every epoch")
+        "per clip, reused in later epochs (mobilenet_v2 with freeze_blocks > 0, no augmentation; with pseudo-fakes "
+        "the windows not turned fake; the same numbers, less CPU time); 0: recompute every epoch")
     mask: MaskParams = Field(default_factory=MaskParams)
     relation: RelationParams = Field(default_factory=RelationParams)
 

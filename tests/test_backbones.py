@@ -260,3 +260,69 @@ def test_the_frozen_memo_is_transparent_to_training():
         assert model.encoder.backbone.remembered == (4 if memo_bytes else 0)   # 2 clips x 2 snippets
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+# --------------------------------------------------------------------------- temporal shift (TSM)
+def test_temporal_shift_moves_an_eighth_of_the_channels_each_way_within_each_clip():
+    frames, c = 3, 16                                     # g = 16 // 8 = 2 channels each way
+    x = torch.zeros(2 * frames, c, 1, 2)
+    for i in range(2 * frames):                           # value = 100 * clip + 10 * frame + channel / 100
+        clip, t = divmod(i, frames)
+        x[i, :, :, :] = (100 * clip + 10 * t + torch.arange(c) / 100).view(c, 1, 1)
+    out = backbones.temporal_shift(x, frames)
+    v = out[:, :, 0, 0].reshape(2, frames, c)
+    for clip in range(2):
+        for t in range(frames):
+            base = 100 * clip + 10 * t
+            want_next = [base + 10 + ch / 100 if t + 1 < frames else 0.0 for ch in (0, 1)]
+            want_prev = [base - 10 + ch / 100 if t > 0 else 0.0 for ch in (2, 3)]
+            assert v[clip, t, :2].tolist() == pytest.approx(want_next)     # from the next frame; 0 at the end
+            assert v[clip, t, 2:4].tolist() == pytest.approx(want_prev)    # from the previous frame; 0 at the start
+            assert v[clip, t, 4:].tolist() == pytest.approx([base + ch / 100 for ch in range(4, c)])
+    assert torch.equal(out[..., 0], out[..., 1])          # the same shift at every position
+    with pytest.raises(ValueError, match="clips of 4 frames"):
+        backbones.temporal_shift(x, 4)
+
+
+def _frame_changes(net, frames: int) -> list[list[bool]]:
+    """Which output frames of two clips change when frame 2 of clip 0 alone is changed."""
+    torch.manual_seed(3)
+    x = torch.rand(2, 3, frames, 32, 32)
+    y = x.clone()
+    y[0, :, 2] = torch.rand(3, 32, 32)
+    with torch.no_grad():
+        a, b = net(x), net(y)                             # [2, 96, frames, 2, 2]
+    return [[not torch.equal(a[k, :, t], b[k, :, t]) for t in range(frames)] for k in range(2)]
+
+
+def test_the_shifted_backbone_sees_its_neighbouring_frames_and_never_another_clip():
+    torch.manual_seed(0)
+    plain = backbones.MobileNetV2Backbone(None, freeze_blocks=9).eval()
+    shifted = backbones.MobileNetV2Backbone(None, freeze_blocks=9, temporal_shift=True).eval()
+    shifted.load_state_dict(plain.state_dict())           # no parameters added: the same state dict
+    assert set(plain.state_dict()) == set(shifted.state_dict())
+    assert _frame_changes(plain, 6) == [[False, False, True, False, False, False], [False] * 6]
+    # features[9:14] hold 4 residual blocks (9, 10, 12, 13): each widens the view by one frame each way
+    assert _frame_changes(shifted, 8) == [[True] * 7 + [False], [False] * 8]
+
+
+def test_the_frozen_memo_stays_exact_with_the_temporal_shift():
+    torch.manual_seed(0)
+    plain = backbones.MobileNetV2Backbone(None, freeze_blocks=4, temporal_shift=True).train()
+    memo = backbones.MobileNetV2Backbone(None, freeze_blocks=4, temporal_shift=True).train()
+    memo.load_state_dict(plain.state_dict())
+    memo.remember_frozen(2**24)
+    clips = torch.rand(2, 3, 4, 32, 32)
+    for _ in range(2):
+        with torch.no_grad():
+            assert torch.equal(memo(clips), plain(clips))
+    assert memo.remembered == 2
+
+
+def test_temporal_shift_is_refused_on_backbones_other_than_mobilenet():
+    with pytest.raises(ParamsError, match=r"encoder.temporal_shift .* not 'small3d'"):
+        parse_params({"encoder": {"backbone": "small3d", "temporal_shift": True}})
+    with pytest.raises(ValueError, match="mobilenet_v2 only"):
+        backbones.build_backbone("resnet18_2d", None, temporal_shift=True)
+    enc = build_encoder(EncoderParams(backbone="mobilenet_v2", pretrained=None, temporal_shift=True), ClipParams())
+    assert enc.backbone.temporal_shift and not EncoderParams().temporal_shift
