@@ -258,12 +258,23 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None,
                          f"[{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] | {fmt(base)} |")
     elif name == "ablation":
         order = {f"ablation-{short}": (i, what) for i, (short, what, _) in enumerate(ABLATIONS)}
-        lines += ["| experiment | ablation | test AUC | 95% CI | ACC | EER | videos |", "|---|---|---|---|---|---|---|"]
+        families = sorted({key.split("/")[-1] for data in exps.values()
+                           for key in (_committed(data, "metrics/evaluate.json").get("per_method") or {})})
+        lines += ["| experiment | ablation | encoder val AUC | test AUC | 95% CI | ACC | EER | videos | "
+                  + "".join(f"{f} | " for f in families) + "MRL - baseline [95% CI] |",
+                  "|---" * (9 + len(families)) + "|"]
         csv_rows = []
         for exp in sorted(exps, key=lambda e: order[e][0]):
             t = _metric(exps[exp], "metrics/evaluate.json").get("test", {})
-            lines.append(f"| {exp} | {order[exp][1]} | {fmt(t.get('auc'))} | [{fmt(t.get('auc_ci_low'))}, "
-                         f"{fmt(t.get('auc_ci_high'))}] | {fmt(t.get('acc'))} | {fmt(t.get('eer'))} | {t.get('n')} |")
+            ev = _committed(exps[exp], "metrics/evaluate.json")
+            fam = "".join(f"{fmt((_by_method(ev.get('per_method') or {}, f) or {}).get('auc'))} | " for f in families)
+            vb = ev.get("vs_baseline") or {}
+            lo, hi = vb.get("ci") or (None, None)
+            diff = "n/a" if vb.get("diff") is None else f"{vb['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            val = _metric(exps[exp], "metrics/train_encoder.json").get("val_auc")
+            lines.append(f"| {exp} | {order[exp][1]} | {fmt(val)} | {fmt(t.get('auc'))} | [{fmt(t.get('auc_ci_low'))}, "
+                         f"{fmt(t.get('auc_ci_high'))}] | {fmt(t.get('acc'))} | {fmt(t.get('eer'))} | {t.get('n')} | "
+                         f"{fam}{diff} |")
             csv_rows.append({"ablation": exp[len("ablation-"):], "auc": t.get("auc"),
                              "auc_ci_low": t.get("auc_ci_low"), "auc_ci_high": t.get("auc_ci_high")})
         _write_csv(csv_rows, out_dir / f"{name}_auc.csv")

@@ -103,15 +103,23 @@ def test_report_csvs_feed_the_dvc_plots(tmp_path):
 
 
 def test_ablation_report_lists_each_finished_ablation_in_grid_order_with_its_interval(tmp_path):
-    def data(auc):
+    def data(auc, val, mouth=None):
         test = {"auc": auc, "auc_ci_low": auc - 0.2, "auc_ci_high": auc + 0.1, "acc": 0.5, "eer": 0.4, "n": 12}
-        return {"metrics": {"metrics/evaluate.json": {"data": {"test": test}}}}
+        ev = {"test": test, "vs_baseline": {"diff": auc - 0.7, "ci": [auc - 0.8, auc - 0.6]},
+              "per_method": {"demo/sbi": {"auc": auc + 0.05}, **({"demo/mouth": {"auc": mouth}} if mouth else {})}}
+        return {"metrics": {"metrics/evaluate.json": {"data": ev},
+                            "metrics/train_encoder.json": {"data": {"val_auc": val}}}}
 
-    md = grids.report("ablation", tmp_path, {"ablation-no-lod": data(0.61), "ablation-full": data(0.78)})
+    md = grids.report("ablation", tmp_path, {"ablation-no-lod": data(0.61, 0.55),
+                                             "ablation-full": data(0.78, 0.75, mouth=0.5)})
     lines = md.read_text().splitlines()
+    assert "| encoder val AUC | test AUC | 95% CI | ACC | EER | videos | mouth | sbi | MRL - baseline [95% CI] |" in lines[2]
     rows = [ln for ln in lines if ln.startswith("| ablation-")]
-    assert rows[0].startswith("| ablation-full | the full model") and "| 0.780 | [0.580, 0.880] |" in rows[0]
-    assert rows[1].startswith("| ablation-no-lod | without L_od") and "| 0.610 | [0.410, 0.710] |" in rows[1]
+    assert rows[0] == ("| ablation-full | the full model (default params) | 0.750 | 0.780 | [0.580, 0.880] | 0.500 | "
+                       "0.400 | 12 | 0.500 | 0.830 | +0.080 [-0.020, +0.180] |")
+    assert rows[1].startswith("| ablation-no-lod | without L_od (Table IV) | 0.550 | 0.610 | [0.410, 0.710] |")
+    assert rows[1].endswith("| 12 | n/a | 0.660 | -0.090 [-0.190, +0.010] |")     # a family it has no score for
+    assert len(lines[3].split("|")) == len(rows[0].split("|"))                        # the separator fits the rows
     assert (tmp_path / "ablation_auc.csv").read_text().splitlines()[1].startswith("full,0.78,")
 
 
