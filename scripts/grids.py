@@ -258,15 +258,15 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None,
                          f"[{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] | {fmt(base)} |")
     elif name == "ablation":
         order = {f"ablation-{short}": (i, what) for i, (short, what, _) in enumerate(ABLATIONS)}
-        families = sorted({key.split("/")[-1] for data in exps.values()
-                           for key in (_committed(data, "metrics/evaluate.json").get("per_method") or {})})
+        evals = {exp: _committed(data, "metrics/evaluate.json") for exp, data in exps.items()}  # one git show each
+        families = sorted({key.split("/")[-1] for ev in evals.values() for key in (ev.get("per_method") or {})})
         lines += ["| experiment | ablation | encoder val AUC | test AUC | 95% CI | ACC | EER | videos | "
                   + "".join(f"{f} | " for f in families) + "MRL - baseline [95% CI] |",
                   "|---" * (9 + len(families)) + "|"]
         csv_rows = []
         for exp in sorted(exps, key=lambda e: order[e][0]):
             t = _metric(exps[exp], "metrics/evaluate.json").get("test", {})
-            ev = _committed(exps[exp], "metrics/evaluate.json")
+            ev = evals[exp]
             fam = "".join(f"{fmt((_by_method(ev.get('per_method') or {}, f) or {}).get('auc'))} | " for f in families)
             vb = ev.get("vs_baseline") or {}
             lo, hi = vb.get("ci") or (None, None)

@@ -38,8 +38,8 @@ def mouth_series(clip: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     out = np.empty(len(grey))
     for t, (frame, lm) in enumerate(zip(grey, landmarks)):
         cx, cy = lm[3:5].mean(0)
-        half_w = max(2.0, 0.6 * float(np.linalg.norm(lm[4] - lm[3])))
-        half_h = max(1.5, 0.35 * float(np.linalg.norm(lm[4] - lm[3])))
+        span = float(np.linalg.norm(lm[4] - lm[3]))
+        half_w, half_h = max(2.0, 0.6 * span), max(1.5, 0.35 * span)
         x0, x1 = int(np.clip(round(cx - half_w), 0, size - 1)), int(np.clip(round(cx + half_w), 1, size))
         y0, y1 = int(np.clip(round(cy - half_h), 0, size - 1)), int(np.clip(round(cy + half_h), 1, size))
         out[t] = frame[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)].mean()
