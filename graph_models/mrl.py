@@ -78,8 +78,8 @@ class Encoder(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        """C, channels of a vertex."""
-        return self.backbone.out_channels
+        """C, channels of a vertex (the backbone's; twice that with the STA's ``motion``)."""
+        return self.sta.out_channels
 
     @property
     def heads(self) -> int:
@@ -228,11 +228,11 @@ class MRLModel(nn.Module):
 
 def build_encoder(encoder, clip) -> Encoder:
     """``Encoder`` from the ``encoder`` section (backbone, pretrained, width, freeze_blocks, temporal_shift, heads,
-    sta, attention, pooling, input_filter) and the ``clip`` section (snippet_length = D) of ``pipeline.params``."""
+    sta, attention, pooling, motion, input_filter) and the ``clip`` section (snippet_length = D) of ``pipeline.params``."""
     backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width, encoder.freeze_blocks,
                               encoder.temporal_shift)
     sta = STA(backbone.out_channels, encoder.heads, attention=encoder.attention,
-              pooling=encoder.pooling, enabled=encoder.sta)
+              pooling=encoder.pooling, enabled=encoder.sta, motion=encoder.motion)
     return Encoder(backbone, sta, clip.snippet_length, encoder.input_filter)
 
 

@@ -8,6 +8,11 @@ and Eq. 3 pools ``F = F_0 * F_A`` into N vertices of C channels, L2-normalised p
 Ablations: ``attention='spatial'`` (2D convs per frame, maps averaged over frames: Table IV
 "Spatial attention"), ``enabled=False`` (maps of ones: Table V "graph only"), ``pooling='max'``
 (Table IV "Max pooling").
+
+Not in the paper: ``motion=True`` appends to each vertex the same pooling of the frame-to-frame change
+``|F_0[t] - F_0[t-1]|`` (:func:`motion_pooling`, relative to Eq. 3's sum), so a vertex says how much its
+region changes within the snippet as well as what it looks like; Eq. 3 alone sums over time, which averages
+a fast motion (a mouth opening and closing a few times a second) away.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["attention_features", "normalized_average_pooling", "normalized_max_pooling",
-           "vertices_from_attention", "ConvBlock3d", "ConvBlock2d", "STA"]
+           "vertices_from_attention", "frame_change", "motion_pooling", "ConvBlock3d", "ConvBlock2d", "STA"]
 
 
 def attention_features(f0: Tensor, attention: Tensor) -> Tensor:
@@ -68,6 +73,29 @@ def vertices_from_attention(f0: Tensor, attention: Tensor,
     raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
 
 
+def frame_change(f0: Tensor) -> Tensor:
+    r"""``|F_0[:, :, t] - F_0[:, :, t-1]|`` for ``t = 1 .. d-1``: ``[B, C, d, h, w] -> [B, C, d-1, h, w]``
+    (within the snippet; a one-frame snippet has no change and gives ``d - 1 = 0`` frames)."""
+    return (f0[:, :, 1:] - f0[:, :, :-1]).abs()
+
+
+def motion_pooling(f0: Tensor, attention: Tensor) -> Tensor:
+    r"""The motion half of a vertex (not in the paper): the frame-to-frame change (:func:`frame_change`) pooled
+    under the vertex's map as Eq. 3 pools ``F_0``, divided by the norm of Eq. 3's own sum,
+
+    .. math:: M_n = \frac{\sum_{t \ge 1, ij} |F_0[t] - F_0[t-1]|_{ij} \, A_{n,ij}}
+                        {\lVert \sum_{t, ij} F_{0,ij}[t] \, A_{n,ij} \rVert_2},
+
+    so that how much the region changes survives (a unit norm of its own would keep only which channels change)
+    while the map's and the features' scale cancel. ``f0 [B, C, d, h, w]``, ``attention [B, N, h, w]`` ->
+    ``[B, N, C]``, non-negative; a still snippet (or a one-frame one) gives zero rows.
+    """
+    a = attention.unsqueeze(2).expand(-1, -1, f0.size(2), -1, -1)
+    appearance = torch.einsum("bcp,bnp->bnc", f0.flatten(2), a.flatten(2))
+    change = torch.einsum("bcp,bnp->bnc", frame_change(f0).flatten(2), a[:, :, 1:].flatten(2))
+    return change / appearance.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 class ConvBlock3d(nn.Sequential):
     """One STA block: 3x3x3 Conv3d -> BatchNorm3d -> ReLU."""
 
@@ -85,7 +113,8 @@ class ConvBlock2d(nn.Sequential):
 
 
 class STA(nn.Module):
-    r"""SpatioTemporal Attention: ``F_0 [B, C, d, h, w] -> (V [B, N, C], F_A [B, N, h, w])``.
+    r"""SpatioTemporal Attention: ``F_0 [B, C, d, h, w] -> (V [B, N, C], F_A [B, N, h, w])`` (``V [B, N, 2C]``
+    with ``motion``).
 
     Args:
         in_channels (int): C, channels of the backbone feature map.
@@ -96,11 +125,13 @@ class STA(nn.Module):
         pooling (str): ``'avg'`` (Eq. 3) or ``'max'`` (Table IV).
         enabled (bool): False replaces the maps with ones (Table V "graph only"); the vertices
             are then N copies of the normalised pooled ``F_0``.
+        motion (bool): not in the paper: each vertex is ``[V_n, M_n]`` (:func:`motion_pooling`), ``2C``
+            channels (``out_channels``); False: ``V_n`` alone, C channels.
     """
 
     def __init__(self, in_channels: int, heads: int, hidden: int | None = None,
                  attention: Literal["spatiotemporal", "spatial"] = "spatiotemporal",
-                 pooling: Literal["avg", "max"] = "avg", enabled: bool = True) -> None:
+                 pooling: Literal["avg", "max"] = "avg", enabled: bool = True, motion: bool = False) -> None:
         super().__init__()
         if attention not in ("spatiotemporal", "spatial"):
             raise ValueError(f"attention must be 'spatiotemporal' or 'spatial', got {attention!r}")
@@ -108,7 +139,8 @@ class STA(nn.Module):
             raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
         self.in_channels, self.heads = in_channels, heads
         self.hidden = hidden or max(heads, in_channels // 2)
-        self.attention, self.pooling, self.enabled = attention, pooling, enabled
+        self.attention, self.pooling, self.enabled, self.motion = attention, pooling, enabled, motion
+        self.out_channels = in_channels * (2 if motion else 1)
         if not enabled:
             self.blocks = None
         elif attention == "spatiotemporal":
@@ -128,8 +160,11 @@ class STA(nn.Module):
 
     def forward(self, f0: Tensor) -> tuple[Tensor, Tensor]:
         maps = self.attention_maps(f0)
-        return vertices_from_attention(f0, maps, self.pooling), maps
+        v = vertices_from_attention(f0, maps, self.pooling)
+        if self.motion:
+            v = torch.cat([v, motion_pooling(f0, maps)], dim=-1)
+        return v, maps
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, heads={self.heads}, attention={self.attention!r}, "
-                f"pooling={self.pooling!r}, enabled={self.enabled}")
+                f"pooling={self.pooling!r}, enabled={self.enabled}, motion={self.motion}")

@@ -228,6 +228,8 @@ class EncoderParams(_Section):
     sta: bool = Field(True, description="False: attention maps are all ones (Table V 'graph only')")
     attention: Literal["spatiotemporal", "spatial"] = "spatiotemporal"
     pooling: Literal["avg", "max"] = "avg"
+    motion: bool = Field(False, description="not in the paper: each vertex also pools the frame-to-frame change "
+                         "|F_0[t] - F_0[t-1]| under its map, C -> 2C channels (graph_models.sta.motion_pooling)")
     input_filter: Literal["none", "highpass", "temporal"] = Field(
         "none", description="what the backbone sees: the frames (paper), their 3x3 high-pass residual, or "
                             "frame differences (graph_models.mrl.Encoder)")

@@ -71,6 +71,7 @@ ABLATIONS = {
     "snippet_2 (Fig. 7, frames fixed)": {"clip.snippet_length": 2},
     "snippet_8 (Fig. 7, T=1)": {"clip.snippet_length": 8},
     "spatial_attention": {"encoder.attention": "spatial"},
+    "motion vertices (not in the paper)": {"encoder.motion": True},
     "normalized_adjacency": {"train_encoder.relation.adjacency": "normalized"},
     "two_layers": {"train_encoder.relation.layers": 2},
     "image_based (RQ3)": {"encoder.backbone": "resnet18_2d", "encoder.attention": "spatial",
@@ -395,7 +396,8 @@ def test_library_defaults_are_the_params_defaults():
                                                     "input_norm": "input_norm"}),
         (build_cell, RelationParams, {"layers": "layers", "cheb_k": "cheb_k"}),
         (Encoder.__init__, EncoderParams, {"input_filter": "input_filter"}),
-        (STA.__init__, EncoderParams, {"attention": "attention", "pooling": "pooling", "enabled": "sta"}),
+        (STA.__init__, EncoderParams, {"attention": "attention", "pooling": "pooling", "enabled": "sta",
+                                       "motion": "motion"}),
         (build_backbone, EncoderParams, {"pretrained": "pretrained", "width": "width"}),
         (mrl_loss, TrainEncoderParams, {"lambda_od": "lambda_od", "lambda_tc": "lambda_tc", "od_variant": "od_variant",
                                         "tc_variant": "tc_variant", "od_reduction": "od_reduction"}),
@@ -408,3 +410,30 @@ def test_library_defaults_are_the_params_defaults():
                 assert default == section.model_fields[field].default, f"{fn.__qualname__}({arg}={default!r})"
     required = inspect.signature(RelationLearner.__init__).parameters
     assert all(required[a].default is inspect.Parameter.empty for a in ("masking", "mlp_hidden", "input_norm"))
+
+
+def test_motion_vertices_double_C_and_keep_the_paper_half():
+    """encoder.motion: vertices [B, T, N, 2C]; the first C channels are Eq. 3's (the same weights without motion
+    give them), the relation head is built for 2C, and with a per-frame backbone a clip that does not change in
+    time has a zero motion half (a 3D backbone's zero padding in time makes a still clip's features change)."""
+    torch.manual_seed(0)
+    model, _, enc = run_once(small_params(**{"encoder.motion": True}))
+    assert model.encoder.out_dim == 32 and enc.vertices.shape == (2, 2, 3, 32)
+    assert model.relation.in_dim == 32
+    torch.manual_seed(0)
+    plain = build_model(*(lambda p: (p.encoder, p.clip, p.train_encoder.relation, p.train_encoder.mask))(small_params()))
+    plain.encoder.load_state_dict(model.encoder.state_dict())
+    model.eval(), plain.eval()
+    x = torch.rand(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        both, alone = model.encoder(x).vertices, plain.encoder(x).vertices
+    assert torch.allclose(both[..., :16], alone, atol=1e-6)
+    assert torch.all(both[..., 16:] >= 0) and torch.all(both[..., 16:].sum(-1) > 0)
+    per_frame = small_params(**{"encoder.motion": True, "encoder.backbone": "mobilenet_v2", "encoder.freeze_blocks": 0})
+    encoder = build_model(per_frame.encoder, per_frame.clip, per_frame.train_encoder.relation,
+                          per_frame.train_encoder.mask).encoder.eval()
+    with torch.no_grad():
+        moving = encoder(x).vertices
+        still = encoder(x[:, :, :1].expand(-1, -1, 8, -1, -1)).vertices
+    assert encoder.out_dim == 192 and torch.all(moving[..., 96:].sum(-1) > 0)
+    assert torch.all(still[..., 96:] == 0)

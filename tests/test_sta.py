@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from graph_models.sta import (STA, attention_features, normalized_average_pooling,
+from graph_models.sta import (STA, attention_features, frame_change, motion_pooling, normalized_average_pooling,
                               normalized_max_pooling, vertices_from_attention)
 
 torch.set_num_threads(1)
@@ -100,3 +100,34 @@ def test_bad_options():
         STA(4, 2, attention="temporal")
     with pytest.raises(ValueError):
         STA(4, 2, pooling="median")
+
+
+def test_motion_pooling_by_hand():
+    # B=1, C=2, d=3, h=1, w=2; frames t=0,1,2 at positions (0,0) and (0,1):
+    #   channel 0: (0, 0) -> (1, 0) -> (1, 2)      changes |.|: t=1 (1, 0), t=2 (0, 2)
+    #   channel 1: (5, 5) -> (5, 5) -> (2, 5)      changes |.|: t=1 (0, 0), t=2 (3, 0)
+    f0 = torch.tensor([[[[[0.0, 0.0]], [[1.0, 0.0]], [[1.0, 2.0]]],
+                        [[[5.0, 5.0]], [[5.0, 5.0]], [[2.0, 5.0]]]]])
+    assert torch.equal(frame_change(f0), torch.tensor([[[[[1.0, 0.0]], [[0.0, 2.0]]],
+                                                       [[[0.0, 0.0]], [[3.0, 0.0]]]]]))
+    # head 0 weighs position (0,0) by 1: change sums (1+0, 0+3) = (1, 3); Eq. 3's sum (0+1+1, 5+5+2) = (2, 12)
+    # head 1 weighs (0,1) by 2: change sums (2*(0+2), 0) = (4, 0); Eq. 3's sum (2*(0+0+2), 2*(5+5+5)) = (4, 30)
+    fa = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])
+    expected = torch.tensor([[[1 / math.sqrt(148), 3 / math.sqrt(148)], [4 / math.sqrt(916), 0.0]]])
+    assert torch.allclose(motion_pooling(f0, fa), expected)
+    # the scale of the maps and of the features cancels; a still snippet, and a one-frame one, give zero rows
+    assert torch.allclose(motion_pooling(3 * f0, 5 * fa), expected)
+    assert torch.equal(motion_pooling(f0[:, :, :1].expand(-1, -1, 3, -1, -1), fa), torch.zeros(1, 2, 2))
+    assert torch.equal(motion_pooling(f0[:, :, :1], fa), torch.zeros(1, 2, 2))
+
+
+def test_sta_motion_appends_the_motion_half():
+    torch.manual_seed(0)
+    sta = STA(4, 3, motion=True).eval()
+    assert sta.out_channels == 8 and "motion=True" in repr(sta)
+    f0 = torch.randn(2, 4, 3, 5, 5)
+    v, maps = sta(f0)
+    assert v.shape == (2, 3, 8)
+    assert torch.allclose(v[..., :4], vertices_from_attention(f0, maps, "avg"))
+    assert torch.allclose(v[..., 4:], motion_pooling(f0, maps))
+    assert STA(4, 3).out_channels == 4
