@@ -8,11 +8,19 @@ with oneDNN limited to AVX2 or not, every demo video's bytes changed, and so did
 
 :func:`pin_cpu_kernels` sets each library's documented switch to its AVX2 kernels (the widest that every
 x86-64 CPU of the last ten years has) in the process environment, before numpy or torch is loaded:
-``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_CBWR=AVX2`` (MKL's conditional numerical
-reproducibility) and ``OPENBLAS_CORETYPE=Haswell``. :mod:`pipeline.stages` calls it first, so every stage and the
+``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_CBWR=COMPATIBLE`` (MKL's conditional numerical
+reproducibility: its SSE2 branch, the only one oneMKL's documentation promises on Intel and non-Intel CPUs
+alike; ``MKL_CBWR=AVX2`` falls back to the CPU's own dispatch on AMD, measured below) and
+``OPENBLAS_CORETYPE=Haswell``. :mod:`pipeline.stages` calls it first, so every stage and the
 processes it starts inherit it. A variable the user set is kept; ``MRL_NATIVE_CPU=1`` sets none (the CPU's own
 kernels: on an AVX-512 machine about 1.3-1.7x faster training steps, results that only that kind of CPU
 repeats). Other architectures (arm64) and GPUs are left as they are. No numpy or torch import here.
+
+Measured on an AMD EPYC (AVX-512) on 2026-12-03 with ``MKL_CBWR=AVX2`` (the pin before): ``data/demo`` hashed
+differently from the run committed on an Intel Xeon, and so did everything after it. On a small demo (49 files)
+``MKL_CBWR=AVX512`` wrote the same bytes as ``AVX2`` there (neither branch is taken on AMD: both are MKL's
+automatic dispatch), ``COMPATIBLE`` changed 23 files (MKL runs MTCNN's dense layers), as did limiting oneDNN
+further (SSE4.1, 20 files) or lifting every pin (22 files).
 """
 from __future__ import annotations
 
@@ -23,8 +31,8 @@ from typing import MutableMapping, Optional
 
 __all__ = ["PINS", "pin_cpu_kernels"]
 
-#: The environment variables and their AVX2 values.
-PINS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2",
+#: The environment variables and their values: AVX2 kernels, MKL's vendor-independent branch.
+PINS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE",
         "OPENBLAS_CORETYPE": "Haswell"}
 
 

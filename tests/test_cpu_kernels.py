@@ -28,9 +28,10 @@ def _probe(**env: str) -> dict:
 
 
 def test_pins_only_what_is_unset_on_x86_64_and_nothing_elsewhere_or_when_told(monkeypatch):
-    env = {"MKL_CBWR": "COMPATIBLE"}
+    assert PINS["MKL_CBWR"] == "COMPATIBLE"       # MKL's one branch documented alike on Intel and AMD CPUs
+    env = {"MKL_CBWR": "AVX2"}
     assert pin_cpu_kernels(env, "x86_64") == {k: v for k, v in PINS.items() if k != "MKL_CBWR"}
-    assert env == {**PINS, "MKL_CBWR": "COMPATIBLE"}                  # the user's choice is kept
+    assert env == {**PINS, "MKL_CBWR": "AVX2"}                        # the user's choice is kept
     assert pin_cpu_kernels({}, "aarch64") == {} and pin_cpu_kernels({}, "arm64") == {}
     assert pin_cpu_kernels({"MRL_NATIVE_CPU": "1"}, "x86_64") == {}
     assert pin_cpu_kernels({"MRL_NATIVE_CPU": "0"}, "AMD64") == PINS
