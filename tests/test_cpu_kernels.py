@@ -1,6 +1,7 @@
-"""pipeline/cpu_kernels.py: every stage process runs the AVX2 kernels of oneDNN, ATen, MKL and OpenBLAS on x86-64
-(the same floats on any such CPU), unless the user set a variable or MRL_NATIVE_CPU=1. Real processes: a stage
-package import in a fresh interpreter, then torch's own report of the kernels it dispatches to."""
+"""pipeline/cpu_kernels.py: every stage process runs the AVX2 kernels of oneDNN, ATen and OpenBLAS and MKL's
+COMPATIBLE branch on x86-64 (the same floats on any such CPU), unless the user set a variable or MRL_NATIVE_CPU=1.
+Real processes: a stage package import in a fresh interpreter, then torch's own report of the kernels it dispatches
+to."""
 from __future__ import annotations
 
 import json

@@ -53,9 +53,34 @@ def test_the_auc_over_a_crop_folder_and_its_refusals(tmp_path, capsys):
     assert sorted(v.video_id) == ["v000", "v001", "v002", "v003"]              # sbi and the val split left out
     assert v.set_index("video_id").value["v000"] == 0.0                       # a still mouth: no motion
     assert mm.main(["--crops", str(root), "--bootstrap", "50"]) == 0
-    assert "mouth_reenact against real, test split: AUC 1.000 [1.000, 1.000] on 2 fake + 2 real videos" \
+    assert "(grey level): mouth_reenact against real, test split: AUC 1.000 [1.000, 1.000] on 2 fake + 2 real videos" \
         in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no 'faceswap' videos in the test split .* families: mouth_reenact, sbi"):
         mm.main(["--crops", str(root), "--method", "faceswap"])
     with pytest.raises(SystemExit, match="index.csv is not there; run the crop stage"):
         mm.main(["--crops", str(tmp_path / "nothing")])
+
+
+def test_the_mouth_cell_by_hand():
+    # mouth centre (16, 22) in a 32 px crop: on a 4 x 4 map (8 px cells) row 22 // 8 = 2, column 16 // 8 = 2;
+    # on a 2 x 2 map row 1, column 1; a centre past the edge is clipped to the last cell
+    lms = np.stack([LM, LM + [15, -20]])                                      # second centre (31, 2)
+    assert mm.mouth_cell(lms, 32, 4).tolist() == [[2, 2], [0, 3]]
+    assert mm.mouth_cell(lms, 32, 2).tolist() == [[1, 1], [0, 1]]
+
+
+def test_feature_motion_reads_the_cell_under_the_mouth():
+    """Through real ImageNet MobileNetV2 modules: a still clip gives 0; a change painted in the mouth box moves
+    the mouth cell's features more than the same change painted in a far corner of the crop."""
+    from graph_models.backbones import MobileNetV2Backbone
+    modules = MobileNetV2Backbone("auto").features[:4].eval()                 # stride 4: 8 x 8 cells on 32 px
+    lms = np.broadcast_to(LM, (6, 5, 2))
+    assert mm.feature_motion(_clip([90] * 6), lms, modules) == 0.0
+    levels = [60, 120, 60, 120, 60, 120]
+    corner = np.full((6, 32, 32, 3), 100, np.uint8)
+    for t, v in enumerate(levels):
+        corner[t, 0:6, 0:10] = v
+    at_mouth = mm.feature_motion(_clip(levels), lms, modules)
+    assert at_mouth > 0.1 and at_mouth > 5 * mm.feature_motion(corner, lms, modules)
+    with pytest.raises(SystemExit, match="--features 15: give 1 to 14"):
+        mm.main(["--features", "15"])
