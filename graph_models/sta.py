@@ -140,13 +140,20 @@ class STA(nn.Module):
         self.in_channels, self.heads = in_channels, heads
         self.hidden = hidden or max(heads, in_channels // 2)
         self.attention, self.pooling, self.enabled, self.motion = attention, pooling, enabled, motion
-        self.out_channels = in_channels * (2 if motion else 1)
         if not enabled:
             self.blocks = None
         elif attention == "spatiotemporal":
             self.blocks = nn.Sequential(ConvBlock3d(in_channels, self.hidden), ConvBlock3d(self.hidden, heads))
         else:
             self.blocks = nn.Sequential(ConvBlock2d(in_channels, self.hidden), ConvBlock2d(self.hidden, heads))
+
+    #: an STA pickled before ``motion`` existed (an MLflow model of an older run) unpickles without the attribute
+    motion = False
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of a vertex: C, or 2C with ``motion``."""
+        return self.in_channels * (2 if self.motion else 1)
 
     def attention_maps(self, f0: Tensor) -> Tensor:
         """``F_A``: ``[B, C, d, h, w] -> [B, N, h, w]``."""

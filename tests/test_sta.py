@@ -131,3 +131,15 @@ def test_sta_motion_appends_the_motion_half():
     assert torch.allclose(v[..., :4], vertices_from_attention(f0, maps, "avg"))
     assert torch.allclose(v[..., 4:], motion_pooling(f0, maps))
     assert STA(4, 3).out_channels == 4
+
+
+def test_an_sta_pickled_before_motion_existed_unpickles_without_it():
+    """An MLflow model of an older run is a pickle of the module; its STA has no ``motion`` attribute."""
+    torch.manual_seed(0)
+    sta = STA(4, 3).eval()
+    state = {k: v for k, v in sta.__dict__.items() if k != "motion"}
+    old = STA.__new__(STA)
+    old.__setstate__(state)
+    f0 = torch.randn(2, 4, 3, 5, 5)
+    assert old.motion is False and old.out_channels == 4
+    assert torch.equal(old(f0)[0], sta(f0)[0])
