@@ -228,7 +228,8 @@ class MRLModel(nn.Module):
 
 def build_encoder(encoder, clip) -> Encoder:
     """``Encoder`` from the ``encoder`` section (backbone, pretrained, width, freeze_blocks, temporal_shift, heads,
-    sta, attention, pooling, motion, input_filter) and the ``clip`` section (snippet_length = D) of ``pipeline.params``."""
+    sta, attention, pooling, motion, input_filter) and the ``clip`` section (snippet_length = D) of
+    ``pipeline.params``."""
     backbone = build_backbone(encoder.backbone, encoder.pretrained, encoder.width, encoder.freeze_blocks,
                               encoder.temporal_shift)
     sta = STA(backbone.out_channels, encoder.heads, attention=encoder.attention,

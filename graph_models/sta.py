@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["attention_features", "normalized_average_pooling", "normalized_max_pooling",
+__all__ = ["attention_features", "normalized_average_pooling", "normalized_max_pooling", "pooled_sum",
            "vertices_from_attention", "frame_change", "motion_pooling", "ConvBlock3d", "ConvBlock2d", "STA"]
 
 
@@ -57,17 +57,20 @@ def normalized_max_pooling(features: Tensor) -> Tensor:
     return F.normalize(features.flatten(3).amax(-1), p=2.0, dim=-1)
 
 
+def pooled_sum(f0: Tensor, attention: Tensor) -> Tensor:
+    """Eq. 3's sum before its normalisation, ``sum_p F_0[c, p] A[n, p]`` over every position p (d, h, w):
+    ``f0 [B, C, d, h, w]``, maps ``[B, N, h, w]`` (the same at every time) or ``[B, N, d, h, w]`` -> ``[B, N, C]``.
+    One batched matrix product, without materialising ``[B, N, C, d, h, w]``."""
+    a = attention.unsqueeze(2).expand(-1, -1, f0.size(2), -1, -1) if attention.dim() == 4 else attention
+    return torch.einsum("bcp,bnp->bnc", f0.flatten(2), a.flatten(2))
+
+
 def vertices_from_attention(f0: Tensor, attention: Tensor,
                             pooling: Literal["avg", "max"] = "avg") -> Tensor:
-    """Eq. 3: vertices ``V [B, N, C]`` from features ``f0 [B, C, d, h, w]`` and maps ``[B, N, h, w]``.
-
-    Computed without materialising ``[B, N, C, d, h, w]`` for average pooling
-    (``sum_p F_0[c, p] A[n, p]`` is one batched matrix product).
-    """
+    """Eq. 3: vertices ``V [B, N, C]`` from features ``f0 [B, C, d, h, w]`` and maps ``[B, N, h, w]``
+    (average pooling: :func:`pooled_sum`, L2-normalised per vertex)."""
     if pooling == "avg":
-        a = attention.unsqueeze(2).expand(-1, -1, f0.size(2), -1, -1) if attention.dim() == 4 else attention
-        pooled = torch.einsum("bcp,bnp->bnc", f0.flatten(2), a.flatten(2))
-        return F.normalize(pooled, p=2.0, dim=-1)
+        return F.normalize(pooled_sum(f0, attention), p=2.0, dim=-1)
     if pooling == "max":
         return normalized_max_pooling(attention_features(f0, attention))
     raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
@@ -79,7 +82,7 @@ def frame_change(f0: Tensor) -> Tensor:
     return (f0[:, :, 1:] - f0[:, :, :-1]).abs()
 
 
-def motion_pooling(f0: Tensor, attention: Tensor) -> Tensor:
+def motion_pooling(f0: Tensor, attention: Tensor, appearance: Tensor | None = None) -> Tensor:
     r"""The motion half of a vertex (not in the paper): the frame-to-frame change (:func:`frame_change`) pooled
     under the vertex's map as Eq. 3 pools ``F_0``, divided by the norm of Eq. 3's own sum,
 
@@ -88,11 +91,12 @@ def motion_pooling(f0: Tensor, attention: Tensor) -> Tensor:
 
     so that how much the region changes survives (a unit norm of its own would keep only which channels change)
     while the map's and the features' scale cancel. ``f0 [B, C, d, h, w]``, ``attention [B, N, h, w]`` ->
-    ``[B, N, C]``, non-negative; a still snippet (or a one-frame one) gives zero rows.
+    ``[B, N, C]``, non-negative; a still snippet (or a one-frame one) gives zero rows. ``appearance``: the
+    denominator's sum (:func:`pooled_sum`) when the caller has it already, as the STA has for its Eq. 3 half.
     """
-    a = attention.unsqueeze(2).expand(-1, -1, f0.size(2), -1, -1)
-    appearance = torch.einsum("bcp,bnp->bnc", f0.flatten(2), a.flatten(2))
-    change = torch.einsum("bcp,bnp->bnc", frame_change(f0).flatten(2), a[:, :, 1:].flatten(2))
+    if appearance is None:
+        appearance = pooled_sum(f0, attention)
+    change = pooled_sum(frame_change(f0), attention)
     return change / appearance.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -167,10 +171,14 @@ class STA(nn.Module):
 
     def forward(self, f0: Tensor) -> tuple[Tensor, Tensor]:
         maps = self.attention_maps(f0)
-        v = vertices_from_attention(f0, maps, self.pooling)
-        if self.motion:
-            v = torch.cat([v, motion_pooling(f0, maps)], dim=-1)
-        return v, maps
+        if not self.motion:
+            return vertices_from_attention(f0, maps, self.pooling), maps
+        appearance = pooled_sum(f0, maps)               # Eq. 3's sum: both halves share it with average pooling
+        if self.pooling == "avg":
+            v = F.normalize(appearance, p=2.0, dim=-1)
+        else:
+            v = vertices_from_attention(f0, maps, "max")
+        return torch.cat([v, motion_pooling(f0, maps, appearance)], dim=-1), maps
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, heads={self.heads}, attention={self.attention!r}, "

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from graph_models.sta import (STA, attention_features, frame_change, motion_pooling, normalized_average_pooling,
-                              normalized_max_pooling, vertices_from_attention)
+                              normalized_max_pooling, pooled_sum, vertices_from_attention)
 
 torch.set_num_threads(1)
 
@@ -113,10 +113,13 @@ def test_motion_pooling_by_hand():
     # head 0 weighs position (0,0) by 1: change sums (1+0, 0+3) = (1, 3); Eq. 3's sum (0+1+1, 5+5+2) = (2, 12)
     # head 1 weighs (0,1) by 2: change sums (2*(0+2), 0) = (4, 0); Eq. 3's sum (2*(0+0+2), 2*(5+5+5)) = (4, 30)
     fa = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])
+    assert torch.equal(pooled_sum(f0, fa), torch.tensor([[[2.0, 12.0], [4.0, 30.0]]]))
+    assert torch.equal(pooled_sum(frame_change(f0), fa), torch.tensor([[[1.0, 3.0], [4.0, 0.0]]]))
     expected = torch.tensor([[[1 / math.sqrt(148), 3 / math.sqrt(148)], [4 / math.sqrt(916), 0.0]]])
     assert torch.allclose(motion_pooling(f0, fa), expected)
     # the scale of the maps and of the features cancels; a still snippet, and a one-frame one, give zero rows
     assert torch.allclose(motion_pooling(3 * f0, 5 * fa), expected)
+    assert torch.equal(motion_pooling(f0, fa, pooled_sum(f0, fa)), motion_pooling(f0, fa))
     assert torch.equal(motion_pooling(f0[:, :, :1].expand(-1, -1, 3, -1, -1), fa), torch.zeros(1, 2, 2))
     assert torch.equal(motion_pooling(f0[:, :, :1], fa), torch.zeros(1, 2, 2))
 
@@ -131,6 +134,10 @@ def test_sta_motion_appends_the_motion_half():
     assert torch.allclose(v[..., :4], vertices_from_attention(f0, maps, "avg"))
     assert torch.allclose(v[..., 4:], motion_pooling(f0, maps))
     assert STA(4, 3).out_channels == 4
+    sta.pooling = "max"                                 # max pooling: its own Eq. 3 half, the same motion half
+    v, maps = sta(f0)
+    assert torch.allclose(v[..., :4], vertices_from_attention(f0, maps, "max"))
+    assert torch.allclose(v[..., 4:], motion_pooling(f0, maps))
 
 
 def test_an_sta_pickled_before_motion_existed_unpickles_without_it():

@@ -10,8 +10,8 @@ Each module has one ``main``: read params, call library code, write the declared
 """
 from pipeline.cpu_kernels import pin_cpu_kernels
 
-# first, before numpy or torch loads: the AVX2 kernels of every numeric library on any x86-64 CPU, so a run repeats
-# bit for bit on another machine (pipeline/cpu_kernels.py; MRL_NATIVE_CPU=1: the CPU's own, faster kernels)
+# first, before numpy or torch loads: every numeric library's kernels pinned to one code path (pipeline/cpu_kernels.py
+# says which), so a run repeats bit for bit on another machine (MRL_NATIVE_CPU=1: the CPU's own, faster kernels)
 pin_cpu_kernels()
 
 from pipeline.errors import install_refusal_hook  # noqa: E402
