@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cpu_kernels import PINS, pin_cpu_kernels
+from pipeline.cpu_kernels import PINS, kernel_signature, pin_cpu_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ("import json, os, pipeline.stages, torch\n"
@@ -41,6 +41,15 @@ def test_pins_only_what_is_unset_on_x86_64_and_nothing_elsewhere_or_when_told(mo
     for k in PINS:
         monkeypatch.delenv(k, raising=False)
     assert pin_cpu_kernels(machine="x86_64") == {} and not any(k in os.environ for k in PINS)
+
+
+def test_kernel_signature_names_the_machine_and_each_pin():
+    env = dict(PINS)
+    assert kernel_signature(env, "X86_64") == ("x86_64;ATEN_CPU_CAPABILITY=avx2;MKL_CBWR=COMPATIBLE;"
+                                               "ONEDNN_MAX_CPU_ISA=AVX2;OPENBLAS_CORETYPE=Haswell")
+    assert kernel_signature({}, "aarch64") == ("aarch64;ATEN_CPU_CAPABILITY=-;MKL_CBWR=-;ONEDNN_MAX_CPU_ISA=-;"
+                                               "OPENBLAS_CORETYPE=-")
+    assert kernel_signature({**env, "MKL_CBWR": "AUTO"}, "x86_64") != kernel_signature(env, "x86_64")
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the pins are for x86-64 CPUs")

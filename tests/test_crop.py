@@ -5,6 +5,7 @@ import hashlib
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
+from pipeline.cpu_kernels import kernel_signature
 from pipeline.ingest import cropping as cropmod
 from pipeline.ingest.cropping import video_crop
 from pipeline.stages import crop as crop_stage
@@ -335,6 +337,29 @@ def test_stage_resumes_after_interruption(stage_run):
     assert run["totals"]["computed"] == 1
     # the output folder (DVC's hash of it) does not record the run: recomputed and cached, it is the same bytes
     assert _folder_digest(out) == before
+
+
+def test_crops_of_other_kernels_are_not_reused(stage_run, monkeypatch):
+    """A crop file records the kernels that computed it (pipeline.cpu_kernels.kernel_signature); under another
+    pin (here MKL's branch) every video is cropped again rather than mixed with the old files, and under that pin
+    the new files are then reused. (On a copy of the stage's outputs: the other tests keep theirs.)"""
+    tmp, _, rows, _ = stage_run
+    pfile = _setup(tmp / "kernels", rows)
+    shutil.copytree(tmp / "crops", tmp / "kernels/crops")
+    out = tmp / "kernels/crops"
+    with h5py.File(out / "demo/real/langer.h5") as f:
+        assert f.attrs["kernels"] == kernel_signature()
+    other = "AUTO" if os.environ.get("MKL_CBWR") != "AUTO" else "COMPATIBLE"
+    monkeypatch.setenv("MKL_CBWR", other)
+    assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 0
+    status = [r["status"] for r in json.loads(cropmod.run_record_path(out).read_text())["videos"]]
+    assert "cached" not in status, status
+    with h5py.File(out / "demo/real/langer.h5") as f:
+        assert f"MKL_CBWR={other}" in f.attrs["kernels"]
+    assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 0
+    run = json.loads(cropmod.run_record_path(out).read_text())
+    status = {(r["method"], r["video_id"]): r["status"] for r in run["videos"]}
+    assert status[("real", "langer")] == status[("real", "single")] == status[("faceswap", "single")] == "cached"
 
 
 def _folder_digest(folder: Path) -> dict[str, str]:

@@ -51,8 +51,10 @@ def output_path(out_dir: str | Path, row) -> Path:
     return Path(out_dir) / r["dataset"] / r["method"] / f"{r['video_id']}.h5"
 
 
-def read_report(path: str | Path, phash: Optional[str] = None, rsig: Optional[str] = None) -> Optional[dict]:
-    """The report stored in an output file if it is complete and matches ``phash``/``rsig``; else None."""
+def read_report(path: str | Path, phash: Optional[str] = None, rsig: Optional[str] = None,
+                kernels: Optional[str] = None) -> Optional[dict]:
+    """The report stored in an output file if it is complete and matches ``phash``/``rsig`` and, when given,
+    ``kernels`` (:func:`pipeline.cpu_kernels.kernel_signature` of the run that wrote it); else None."""
     path = Path(path)
     if not path.exists():
         return None
@@ -62,6 +64,8 @@ def read_report(path: str | Path, phash: Optional[str] = None, rsig: Optional[st
             if phash is not None and a.get("params_hash") != phash:
                 return None
             if rsig is not None and a.get("row") != rsig:
+                return None
+            if kernels is not None and a.get("kernels") != kernels:
                 return None
             rep = json.loads(a["report"])
             rep["windows"] = int(f["clips"].shape[0]) if "clips" in f else 0

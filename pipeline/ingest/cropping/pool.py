@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from pipeline.cpu_kernels import kernel_signature
 from pipeline.ingest.crop_settings import params_hash
 from pipeline.ingest.cropping.identity import output_path, read_report, row_signature
 from pipeline.ingest.cropping.video_crop import TransientReadError, crop_video
@@ -108,12 +109,12 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
     ``cores // workers`` torch threads), one video per task. Either way frames are decoded in a background
     thread and the files written by another, and every video's crops are computed by the same code, frame
     for frame (tests/test_crop.py compares the two paths)."""
-    phash = params_hash(clip_frames, crop)
+    phash, kernels = params_hash(clip_frames, crop), kernel_signature()
     workers = resolve_workers(crop.num_workers if num_workers is None else num_workers, device)
     reports: list[Optional[dict]] = [None] * len(rows)
     todo: list[tuple[int, dict]] = []
     for k, (_, row) in enumerate(rows.iterrows()):
-        rep = read_report(output_path(crop.out_dir, row), phash, row_signature(row))
+        rep = read_report(output_path(crop.out_dir, row), phash, row_signature(row), kernels)
         if rep is not None:
             rep["status"] = "cached"
             reports[k] = rep

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PIL import Image
 
+from pipeline.cpu_kernels import kernel_signature
 from pipeline.ingest.cropping.h5file import write_crop_file
 from pipeline.ingest.crop_settings import SCHEMA_VERSION, params_hash
 from pipeline.ingest.cropping.identity import RUN_FIELDS, _row_dict, row_signature
@@ -125,6 +126,7 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
         attrs = {"dataset": r["dataset"], "method": r["method"], "video_id": r["video_id"], "label": r["label"],
                  "source": path, "fps": float(rep["fps"]),
                  "params_hash": phash, "row": row_signature(r), "schema_version": SCHEMA_VERSION,
+                 "kernels": kernel_signature(),
                  "clip_frames": F, "image_size": S, "params": json.dumps(cp.model_dump(mode="json"), sort_keys=True),
                  "skipped": rep["skipped"] or "",
                  "report": json.dumps({k: v for k, v in rep.items() if k not in RUN_FIELDS}, sort_keys=True)}
