@@ -99,18 +99,28 @@ class Encoder(nn.Module):
             raise ValueError(f"clip of {f} frames is not a multiple of the snippet length {d}")
         return x.reshape(b, c, f // d, d, h, w).transpose(1, 2).reshape(b * (f // d), c, d, h, w)
 
-    def forward(self, x: Tensor) -> EncoderOutput:
+    def feature_map(self, x: Tensor) -> Tensor:
+        """``F_0 [B*T, C, d, h, w]`` of clips ``x`` ``[B, 3, F, H, W]`` in [0, 1]: normalised, filtered, split
+        into snippets and through the backbone (the output of :attr:`feature_layer`)."""
         if x.dim() != 5 or x.size(1) != 3:
             raise ValueError(f"expected a clip [B, 3, F, H, W], got {tuple(x.shape)}")
-        b, t = x.size(0), x.size(2) // self.snippet_length
         x = (x - self.mean) / self.std
         if self.input_filter == "highpass":
             x = highpass(x)
         elif self.input_filter == "temporal":
             x = temporal_difference(x)
-        f0 = self.backbone(self.split_snippets(x))
+        return self.backbone(self.split_snippets(x))
+
+    def from_feature_map(self, f0: Tensor, clips: int) -> EncoderOutput:
+        """The STA over ``F_0 [B*T, C, d, h, w]`` of ``clips`` = B clips, regrouped per clip (Eq. 3)."""
+        if f0.size(0) % clips:
+            raise ValueError(f"{f0.size(0)} snippet maps do not split into {clips} clips")
         v, a = self.sta(f0)
-        return EncoderOutput(v.reshape(b, t, *v.shape[1:]), a.reshape(b, t, *a.shape[1:]))
+        t = f0.size(0) // clips
+        return EncoderOutput(v.reshape(clips, t, *v.shape[1:]), a.reshape(clips, t, *a.shape[1:]))
+
+    def forward(self, x: Tensor) -> EncoderOutput:
+        return self.from_feature_map(self.feature_map(x), x.size(0))
 
 
 class RelationLearner(nn.Module):

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["DEMO_DIR", "LISTING", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
+__all__ = ["DEMO_DIR", "LISTING", "MANIFEST", "CROPS", "ENCODER", "FEATURES", "FEATURE_MAPS", "RELATION", "SCORES", "ROC_JSON", "ROC_PNG",
            "METRICS_DIR", "BASELINE_SCORES", "PEER_SCORES",
            "STAGES", "run_dir", "run_record", "metrics_file", "plots_file", "STAGE_OUTPUTS", "STAGE_INPUTS",
            "PROJECT_MARKERS", "find_project_root"]
@@ -24,6 +24,7 @@ LISTING = Path("data/listing.json")          # scan: fingerprint of the dataset 
 MANIFEST = Path("data/manifest.csv")         # manifest: one row per video
 CROPS = Path("data/crops")                   # crop: HDF5 face windows, index.csv, report.json
 FEATURES = Path("data/features.h5")          # cache_features: per-snippet vertices
+FEATURE_MAPS = Path("data/feature_maps.h5")  # cache_features: backbone maps F_0 of the windows Grad-CAM explains
 
 # models
 ENCODER = Path("models/encoder.pt")          # train_encoder: backbone + STA (+ its relation head)
@@ -74,7 +75,7 @@ STAGE_OUTPUTS: dict[str, list[Path]] = {
     "manifest": [MANIFEST],
     "crop": [CROPS],
     "train_encoder": [ENCODER, run_record("train_encoder"), metrics_file("train_encoder"), plots_file("train_encoder")],
-    "cache_features": [FEATURES],
+    "cache_features": [FEATURES, FEATURE_MAPS],
     "train_relation": [RELATION, run_record("train_relation"), metrics_file("train_relation"),
                        plots_file("train_relation")],
     "evaluate": [SCORES, run_record("evaluate"), metrics_file("evaluate"), ROC_JSON, ROC_PNG],
@@ -92,7 +93,7 @@ STAGE_INPUTS: dict[str, list[Path]] = {
     "train_encoder": [CROPS],
     "cache_features": [ENCODER, CROPS],
     "train_relation": [FEATURES, ENCODER],
-    "evaluate": [RELATION, ENCODER, FEATURES, CROPS, BASELINE_SCORES, PEER_SCORES, DEMO_DIR],  # DEMO_DIR: people.csv
+    "evaluate": [RELATION, ENCODER, FEATURES, FEATURE_MAPS, CROPS, BASELINE_SCORES, PEER_SCORES, DEMO_DIR],  # DEMO_DIR: people.csv
     "baseline": [CROPS],
     "peer": [CROPS],  # and the videos named in the crop files (a changed video changes its crop file)
     "track": [METRICS_DIR],   # the folder: every stage writing a metrics file comes first, a new one included

@@ -391,34 +391,39 @@ def test_shards_plus_merge_equal_single_run(stage_run):
     assert sorted(_folder_digest(tmp / "crops")) == sorted(_folder_digest(sh / "crops"))
 
 
-def _same_outputs(a: Path, b: Path, box_atol: float = 0.0) -> None:
-    """Every per-video file of crop folders ``a`` and ``b`` holds the same arrays and the same skip reason;
-    boxes and landmarks (float32 source pixels) within ``box_atol``."""
+def _same_outputs(a: Path, b: Path) -> None:
+    """Every per-video file of crop folders ``a`` and ``b`` holds the same arrays, bit for bit (boxes and
+    landmarks included), and the same skip reason."""
     files = sorted(p.relative_to(a) for p in a.rglob("*.h5"))
     assert files == sorted(p.relative_to(b) for p in b.rglob("*.h5")) and files
     for rel in files:
         with h5py.File(a / rel) as f, h5py.File(b / rel) as g:
             assert sorted(f) == sorted(g), rel
             for k in f:
-                if k in ("boxes", "landmarks"):
-                    np.testing.assert_allclose(f[k][:], g[k][:], rtol=0, atol=box_atol, err_msg=f"{rel}:{k}")
-                else:
-                    np.testing.assert_array_equal(f[k][:], g[k][:], err_msg=f"{rel}:{k}")
+                np.testing.assert_array_equal(f[k][:], g[k][:], err_msg=f"{rel}:{k}")
             assert f.attrs["skipped"] == g.attrs["skipped"] and f.attrs["params_hash"] == g.attrs["params_hash"]
     assert (a / "index.csv").read_text() == (b / "index.csv").read_text()
 
 
 def test_worker_processes_give_the_same_crops_as_one_process(stage_run):
     """crop.num_workers: 2 spawned processes crop the same videos (real faces, no face, broken, truncated,
-    masked) into the same crops: each video is cropped by the same code, frame for frame, whatever process
-    runs it. Pixels, masks and frame indices must be identical. Boxes and landmarks may differ by float
-    rounding when a worker runs MTCNN with another number of torch threads than this process (its sums are
-    ordered differently; measured: up to 1.3e-5 px with 1 vs 2 threads, 0 with equal counts), hence 1e-3 px."""
+    masked) into the same crops, bit for bit: each video is cropped by the same code, frame for frame, with
+    pool.DETECT_THREADS torch threads, whatever process runs it and however many threads that process had
+    (MTCNN's sums split over 1 or 2 threads differ by up to 1.3e-5 px, measured before the threads were fixed)."""
     tmp, pfile, rows, _ = stage_run
     par = tmp / "parallel"
     pfile2 = _setup(par, rows, out="crops", num_workers=2)
     assert crop_stage.main(["--params", str(pfile2), "--no-progress"]) == 0
-    _same_outputs(tmp / "crops", par / "crops", box_atol=1e-3)
+    _same_outputs(tmp / "crops", par / "crops")
+    two = tmp / "two_threads"                        # this process with 2 threads, as a 2-core machine has
+    pfile3 = _setup(two, rows, out="crops", num_workers=1)
+    torch.set_num_threads(2)
+    try:
+        assert crop_stage.main(["--params", str(pfile3), "--no-progress"]) == 0
+        assert torch.get_num_threads() == 2          # given back
+    finally:
+        torch.set_num_threads(1)
+    _same_outputs(par / "crops", two / "crops")
     report = json.loads((par / "crops/report.json").read_text())
     assert json.loads(cropmod.run_record_path(par / "crops").read_text())["totals"]["computed"] == len(rows)
     assert report["totals"]["skipped"] == 4

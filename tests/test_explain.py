@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.scoring.explain import (energy_ratio, gradcam_windows, localisation_metrics, localisation_scores, overlay,
-                              pointing_game, snippet_masks)
+from feature_cache.maps import read_feature_maps, write_feature_maps
+from pipeline.errors import InputRefused
+from pipeline.scoring.explain import (energy_ratio, gradcam_feature_maps, gradcam_windows, localisation_metrics,
+                                      localisation_scores, overlay, pointing_game, snippet_masks)
 
 
 def _tiny_model(frames=8, D=4, seed=0):
@@ -125,12 +127,13 @@ def test_gradcam_of_the_image_based_variant_maps_each_frame_to_its_place():
                 torch.testing.assert_close(hf[b, t, d], hf[b, t, 0], atol=1e-5, rtol=0)
 
 
-def test_localisation_metrics_over_a_crop_split(tmp_path):
-    S, F = 32, 8
+def _masked_crops(root, S=32, F=8):
+    """A crop folder with one fake video (2 windows, a 16 x 16 mask in the middle) and one real one, both test."""
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rows = []
     for vid, label in (("fake0", 1), ("real0", 0)):
-        with h5py.File(tmp_path / f"{vid}.h5", "w") as f:
+        with h5py.File(root / f"{vid}.h5", "w") as f:
             f["clips"] = rng.integers(0, 256, (2, F, S, S, 3), dtype=np.uint8)
             if label:
                 m = np.zeros((2, F, S, S), np.uint8)
@@ -138,7 +141,12 @@ def test_localisation_metrics_over_a_crop_split(tmp_path):
                 f["masks"] = m
         rows += [{"dataset": "d", "method": "swap" if label else "real", "video_id": vid, "label": label,
                   "split": "test", "identity": vid, "file": f"{vid}.h5", "window": w} for w in range(2)]
-    pd.DataFrame(rows).to_csv(tmp_path / "index.csv", index=False)
+    pd.DataFrame(rows).to_csv(root / "index.csv", index=False)
+    return root
+
+
+def test_localisation_metrics_over_a_crop_split(tmp_path):
+    _masked_crops(tmp_path)
     model = _tiny_model()
     r = localisation_metrics(model.encoder, model.relation, tmp_path, "test", batch_size=3)
     assert r["windows"] == 2 and r["videos"] == 1 and r["snippets"] == 4      # fakes only, 2 windows x T=2
@@ -147,3 +155,83 @@ def test_localisation_metrics_over_a_crop_split(tmp_path):
     assert set(r["per_method"]) == {"swap"} and r["mask_threshold"] == 127
     empty = localisation_metrics(model.encoder, model.relation, tmp_path, "val")
     assert empty["windows"] == 0 and empty["pointing_game"] is None and "note" in empty
+
+
+# --------------------------------------------------------------------------- Grad-CAM from the cached backbone maps
+@pytest.mark.parametrize("backbone", ["small3d", "mobilenet_v2"])
+def test_gradcam_from_the_backbone_maps_equals_gradcam_from_the_clips(backbone):
+    """The reference is captum on the whole model (gradcam_windows); from F_0 only the STA and the relation
+    learner run, and the heatmaps must be the same (float32 round-off)."""
+    from graph_models import MRLModel, build_encoder, build_relation
+    from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
+
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderParams(backbone=backbone, width=4, heads=4, pretrained=None, freeze_blocks=3),
+                        ClipParams(frames=8, snippet_length=4))
+    model = MRLModel(enc, build_relation(enc.out_dim, 4, RelationParams(hidden=8, mlp_hidden=8), MaskParams())).eval()
+    x = torch.rand(3, 3, 8, 32, 32)
+    with torch.no_grad():
+        f0 = enc.feature_map(x)
+        assert torch.equal(enc.from_feature_map(f0, 3).vertices, enc(x).vertices)   # forward = the two halves
+    maps = f0.reshape(3, 2, *f0.shape[1:])                                           # [B, T, C, d, h, w]
+    for per in ("snippet", "frame"):
+        want = gradcam_windows(model, x, per=per)
+        got = gradcam_feature_maps(model, maps, size=32, per=per)
+        assert got.shape == want.shape and want.flatten(2).amax(-1).gt(0).any()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected maps"):
+        gradcam_feature_maps(model, f0, size=32)
+
+
+def _encoder_file(path):
+    from graph_models import build_encoder
+    from pipeline.learning.encoder import ENCODER_FORMAT
+    from pipeline.params import ClipParams, EncoderParams
+    from pipeline.runtime import atomic_torch_save
+
+    e, c = EncoderParams(backbone="small3d", width=4, heads=4, pretrained=None), ClipParams(frames=8, snippet_length=4)
+    torch.manual_seed(0)
+    enc = build_encoder(e, c)
+    atomic_torch_save({"format": ENCODER_FORMAT, "state_dict": enc.state_dict(), "encoder": e.model_dump(),
+                       "clip": c.model_dump(), "image_size": 32, "out_dim": int(enc.out_dim), "heads": 4}, path)
+    return path
+
+
+def test_localisation_from_the_maps_cache_features_writes(tmp_path):
+    """cache_feature_maps keeps F_0 of the test fakes with masks; localisation from them equals localisation
+    from the clips; a file of another encoder, a window it lacks and a file of another kind are refused."""
+    from graph_models import build_relation
+    from pipeline.model_io import load_encoder
+    from pipeline.params import MaskParams, RelationParams
+    from pipeline.runtime import sha256_file
+    from pipeline.scoring.features import cache_feature_maps
+
+    crops = _masked_crops(tmp_path / "crops")
+    enc_file = _encoder_file(tmp_path / "encoder.pt")
+    out = tmp_path / "maps.h5"
+    r = cache_feature_maps(str(crops), enc_file, out, device="cpu", batch_size=3)
+    assert r["windows"] == 2 and r["shape"][0] == 2                       # 2 fake windows of T = 2 snippets
+    again = cache_feature_maps(str(crops), enc_file, tmp_path / "again.h5", device="cpu", batch_size=3)
+    assert again["windows"] == 2 and (tmp_path / "again.h5").read_bytes() == out.read_bytes()   # same bytes
+    maps = read_feature_maps(out, sha256_file(enc_file))
+    assert maps.keys == [("d", "swap", "fake0", 0), ("d", "swap", "fake0", 1)] and maps.split == "test"
+    encoder, _ = load_encoder(enc_file, torch.device("cpu"))
+    torch.manual_seed(1)
+    relation = build_relation(encoder.out_dim, 4, RelationParams(hidden=8, mlp_hidden=8), MaskParams()).eval()
+    a = localisation_metrics(encoder, relation, crops, "test", batch_size=3)
+    b = localisation_metrics(encoder, relation, crops, "test", batch_size=3, maps=maps)
+    assert (a["windows"], a["snippets"], a["mask_area"]) == (b["windows"], b["snippets"], b["mask_area"]) == (2, 4, 0.25)
+    assert b["pointing_game"] == a["pointing_game"]
+    assert b["energy_inside"] == pytest.approx(a["energy_inside"], abs=1e-6)
+    assert "cached backbone maps" in b["method"] and "clips" in a["method"]
+
+    with pytest.raises(InputRefused, match=r"maps\.h5: written from another encoder") as e:
+        read_feature_maps(out, "0" * 64)
+    assert "cache_features" in e.value.fix
+    write_feature_maps(tmp_path / "one.h5", maps.maps[:1], maps.keys[:1], maps.encoder_sha256, "test")
+    with pytest.raises(InputRefused, match=r"no window \('d', 'swap', 'fake0', 1\)"):
+        localisation_metrics(encoder, relation, crops, "test", maps=read_feature_maps(tmp_path / "one.h5"))
+    with pytest.raises(InputRefused, match="fake0.h5: not a feature-maps file"):
+        read_feature_maps(crops / "fake0.h5")
+    with pytest.raises(ValueError, match="duplicate window keys"):
+        write_feature_maps(tmp_path / "dup.h5", maps.maps, [maps.keys[0]] * 2, maps.encoder_sha256, "test")

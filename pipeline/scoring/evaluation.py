@@ -14,16 +14,20 @@ method (each method against the real videos of its dataset).
 
 Localisation (paper Sec. IV-F): Grad-CAM of the full model (encoder + relation learner) on the test FAKE
 windows whose crops carry manipulation masks (the demo fakes), scored by the pointing game and the share of
-heatmap energy inside the mask (:mod:`pipeline.scoring.explain`); reported under ``"localisation"``.
+heatmap energy inside the mask (:mod:`pipeline.scoring.explain`); reported under ``"localisation"``. It starts
+from the backbone maps ``cache_features`` kept for these windows (``data/feature_maps.h5``), so only the STA
+and the relation learner run here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
 from feature_cache import load_split
+from feature_cache.maps import read_feature_maps
 from pipeline.errors import InputRefused
 from pipeline.model_io import load_encoder, load_joint_head, load_relation, read_model_file
 from pipeline.params import EvaluateParams
@@ -70,13 +74,18 @@ def _clean(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
 
 
-def localisation(relation, device, encoder_path: Path, crop_dir: Path) -> dict:
-    """Grad-CAM localisation metrics on the test fakes with masks (None metrics and a note when impossible)."""
+def localisation(relation, device, encoder_path: Path, crop_dir: Path, maps_path: Optional[Path] = None) -> dict:
+    """Grad-CAM localisation metrics on the test fakes with masks (None metrics and a note when impossible);
+    from ``cache_features``' backbone maps when ``maps_path`` exists (refused if another encoder wrote them),
+    else from the clips."""
     if not Path(encoder_path).exists() or not (Path(crop_dir) / "index.csv").exists():
         return {"pointing_game": None, "energy_inside": None, "mask_area": None, "snippets": 0, "windows": 0,
                 "note": f"needs {encoder_path} and {crop_dir}/index.csv"}
     encoder, _ = load_encoder(encoder_path, device)
-    return localisation_metrics(encoder, relation, crop_dir, "test", device)
+    maps = None
+    if maps_path is not None and Path(maps_path).exists():
+        maps = read_feature_maps(maps_path, sha256_file(encoder_path))
+    return localisation_metrics(encoder, relation, crop_dir, "test", device, maps=maps)
 
 
 def joint_threshold(head, features: Path, encoder_sha256: str, device) -> float:
@@ -90,7 +99,7 @@ def joint_threshold(head, features: Path, encoder_sha256: str, device) -> float:
 
 
 def evaluate(ev: EvaluateParams, features: Path, relation_path: Path, encoder_path: Path, crop_dir: Path, *,
-             seed: int, device: str) -> Evaluation:
+             seed: int, device: str, feature_maps: Optional[Path] = None) -> Evaluation:
     """``ev.head``: ``relation`` scores the test vertices with the relation stage's learner
     (``relation_path``); ``joint`` with the relation head trained together with the encoder (Algorithm 2,
     stored in ``encoder_path``; ``relation_path`` is not read). Either way the vertices are the cached
@@ -128,7 +137,7 @@ def evaluate(ev: EvaluateParams, features: Path, relation_path: Path, encoder_pa
     result = {"head": ev.head, "test": overall,
               "per_dataset": breakdown(vids, "dataset", threshold, ev.bootstrap, ev.ci, seed),
               "per_method": breakdown(vids, "method", threshold, ev.bootstrap, ev.ci, seed),
-              "localisation": localisation(relation, device, encoder_path, crop_dir)}
+              "localisation": localisation(relation, device, encoder_path, crop_dir, feature_maps)}
     result["targets"] = check_targets(result["test"], result["per_method"])
     curves = {"test (all)": (y, s)}
     if vids["dataset"].nunique() > 1:

@@ -4,6 +4,9 @@ point at the manipulated region.
 * :func:`gradcam_windows` – captum's ``LayerGradCam`` on ``encoder.feature_layer`` (the last backbone block)
   of the FULL model (encoder -> vertices -> relation learner -> fake logit), rectified, upsampled to the crop
   size and averaged per snippet (or per frame); each map is scaled to [0, 1] by its own maximum.
+* :func:`gradcam_feature_maps` – the same from the backbone maps ``F_0`` that ``cache_features`` stores for these
+  windows (:mod:`feature_cache.maps`): only the STA and the relation learner run, not the backbone.
+* :func:`masked_fake_batches` – the windows explained: the fake ones of a crop split that carry masks.
 * :func:`overlay` – a heatmap drawn over a crop (matplotlib's colour map, alpha blend) as a PIL image.
 * :func:`snippet_masks` – per-frame manipulation masks -> one mask per snippet (union of its frames).
 * :func:`pointing_game`, :func:`energy_ratio`, :func:`localisation_scores` – the metrics, and
@@ -15,7 +18,7 @@ value is ``> mask_threshold`` (default 127); a boolean mask is used as it is.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import matplotlib
 import numpy as np
@@ -23,12 +26,13 @@ import torch
 from PIL import Image
 
 from graph_models import MRLModel
+from pipeline.errors import InputRefused
 from pipeline.ingest.clips import ClipDataset, clip_to_tensor
 
 # captum is imported inside gradcam_windows on purpose (deferred optional import): only heatmaps need it.
 
-__all__ = ["MASK_THRESHOLD", "gradcam_windows", "overlay", "snippet_masks", "pointing_game", "energy_ratio",
-           "localisation_scores", "localisation_metrics"]
+__all__ = ["MASK_THRESHOLD", "gradcam_windows", "gradcam_feature_maps", "masked_fake_batches", "window_key", "overlay",
+           "snippet_masks", "pointing_game", "energy_ratio", "localisation_scores", "localisation_metrics"]
 
 MASK_THRESHOLD = 127
 
@@ -46,14 +50,11 @@ def gradcam_windows(model, x: torch.Tensor, per: str = "snippet") -> torch.Tenso
     """
     from captum.attr import LayerGradCam  # deferred on purpose: only Grad-CAM needs it
 
-    if per not in ("snippet", "frame"):
-        raise ValueError(f"per must be 'snippet' or 'frame', got {per!r}")
+    _check_per(per)
     enc, rel = model.encoder, model.relation
     enc.eval()
     rel.eval()
     B, _, F, S, _ = x.shape
-    D = enc.snippet_length
-    T = F // D
 
     def fake_logit(inp: torch.Tensor) -> torch.Tensor:
         return rel(enc(inp).vertices).reshape(-1, 1)
@@ -61,6 +62,44 @@ def gradcam_windows(model, x: torch.Tensor, per: str = "snippet") -> torch.Tenso
     cam = LayerGradCam(fake_logit, enc.feature_layer)
     with torch.enable_grad():
         a = cam.attribute(x.float(), target=0, relu_attributions=True)  # [B*T, 1, d, h, w]
+    return _heatmaps(a, B, F // enc.snippet_length, enc.snippet_length, S, per)
+
+
+def gradcam_feature_maps(model, f0: torch.Tensor, size: int, per: str = "snippet") -> torch.Tensor:
+    """:func:`gradcam_windows` from the backbone maps ``f0`` ``[B, T, C, d, h, w]`` of B windows (``F_0``, the
+    output of ``encoder.feature_layer``, as ``cache_features`` stores them: :mod:`feature_cache.maps`) instead
+    of the clips: the same captum ``LayerGradCam``, tapped where ``F_0`` enters the STA, so only the STA and the
+    relation learner run (a masking experiment re-trains the relation learner, not the encoder). ``size``: the
+    crop side S. Returns ``heat [B, T, S, S]`` (or ``[B, F, S, S]``), as :func:`gradcam_windows` does on the
+    clips ``f0`` came from."""
+    from captum.attr import LayerGradCam  # deferred on purpose: only Grad-CAM needs it
+
+    _check_per(per)
+    enc, rel = model.encoder, model.relation
+    enc.eval()
+    rel.eval()
+    if f0.dim() != 6:
+        raise ValueError(f"expected maps [B, T, C, d, h, w], got {tuple(f0.shape)}")
+    B, T = f0.shape[:2]
+    tap = torch.nn.Identity()   # the hook point: its output is F_0
+
+    def fake_logit(maps: torch.Tensor) -> torch.Tensor:
+        return rel(enc.from_feature_map(tap(maps), B).vertices).reshape(-1, 1)
+
+    cam = LayerGradCam(fake_logit, tap)
+    with torch.enable_grad():
+        a = cam.attribute(f0.reshape(B * T, *f0.shape[2:]).float(), target=0, relu_attributions=True)
+    return _heatmaps(a, B, T, enc.snippet_length, size, per)
+
+
+def _check_per(per: str) -> None:
+    if per not in ("snippet", "frame"):
+        raise ValueError(f"per must be 'snippet' or 'frame', got {per!r}")
+
+
+def _heatmaps(a: torch.Tensor, B: int, T: int, D: int, S: int, per: str) -> torch.Tensor:
+    """captum's maps ``[B*T, 1, d, h, w]`` -> ``[B, T, S, S]`` (``per="snippet"``: averaged over the d temporal
+    positions, upsampled bilinearly) or ``[B, T*D, S, S]`` (trilinearly), each divided by its maximum."""
     a = a.detach().float()
     if a.dim() != 5 or a.size(0) != B * T:
         raise RuntimeError(f"unexpected Grad-CAM shape {tuple(a.shape)} for {B} windows of {T} snippets")
@@ -164,48 +203,69 @@ def _nan_to_none(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
 
 
+def masked_fake_batches(ds: ClipDataset, batch_size: int, max_windows: Optional[int] = None) -> Iterator[list]:
+    """The FAKE windows of ``ds`` (a :class:`ClipDataset` opened ``with_masks=True``) that carry a manipulation
+    mask, in index order, ``batch_size`` items at a time: the windows Grad-CAM explains (``cache_features``
+    stores their backbone maps in the same order and batches)."""
+    idx = [i for i in range(len(ds)) if int(ds.index.iloc[i]["label"]) == 1]
+    if max_windows is not None:
+        idx = idx[:max_windows]
+    batch: list[dict] = []
+    for i in idx:
+        item = ds[i]
+        if "mask" not in item:
+            continue
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def window_key(item: dict) -> tuple:
+    """(dataset, method, video_id, window) of a :class:`ClipDataset` item: the key of the feature caches."""
+    return (str(item["dataset"]), str(item["method"]), str(item["video_id"]), int(item["window"]))
+
+
 def localisation_metrics(encoder, relation, crop_dir, split: str = "test", device: Optional[torch.device] = None,
-                         batch_size: int = 4, threshold: int = MASK_THRESHOLD, max_windows: Optional[int] = None
-                         ) -> dict:
+                         batch_size: int = 4, threshold: int = MASK_THRESHOLD, max_windows: Optional[int] = None,
+                         maps=None) -> dict:
     """Grad-CAM localisation over the FAKE windows of ``split`` that carry masks (demo fakes).
+
+    ``maps``: a :class:`feature_cache.maps.FeatureMaps` of these windows (``cache_features``' backbone maps,
+    from this ``encoder``): Grad-CAM then starts from them (:func:`gradcam_feature_maps`) instead of running
+    the backbone on the clips (:func:`gradcam_windows`); a window missing from them is an error.
 
     Returns ``{pointing_game, energy_inside, mask_area, snippets, windows, videos, mask_threshold, method,
     per_method: {method: {...}}}``; the metrics are None when no window has a mask."""
     device = device or torch.device("cpu")
     model = MRLModel(encoder, relation).to(device).eval()
-    T = None
     ds = ClipDataset(crop_dir, split=split, with_masks=True)
-    idx = [i for i in range(len(ds)) if int(ds.index.iloc[i]["label"]) == 1]
-    if max_windows is not None:
-        idx = idx[:max_windows]
+    rows = maps.rows() if maps is not None else None
     heats, masks, methods, videos = [], [], [], set()
-    batch: list[dict] = []
-
-    def flush():
-        nonlocal T
-        x = clip_to_tensor(torch.stack([b["clip"] for b in batch])).to(device)
-        h = gradcam_windows(model, x, per="snippet").numpy()
-        T = h.shape[1]
-        for b, hh in zip(batch, h):
-            heats.append(hh)
-            masks.append(snippet_masks(b["mask"], T, threshold))
-            methods.append(b["method"])
-            videos.add((b["dataset"], b["method"], b["video_id"]))
-        batch.clear()
-
     try:
-        for i in idx:
-            item = ds[i]
-            if "mask" not in item:
-                continue
-            batch.append(item)
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
+        for batch in masked_fake_batches(ds, batch_size, max_windows):
+            if rows is None:
+                x = clip_to_tensor(torch.stack([b["clip"] for b in batch])).to(device)
+                h = gradcam_windows(model, x, per="snippet").numpy()
+            else:
+                missing = [window_key(b) for b in batch if window_key(b) not in rows]
+                if missing:
+                    raise InputRefused(f"the feature maps hold no window {missing[0]} of the crops' {split} split "
+                                       f"(written from other crops)", fix="re-run cache_features (dvc repro)")
+                f0 = torch.from_numpy(np.stack([maps.maps[rows[window_key(b)]] for b in batch])).to(device)
+                h = gradcam_feature_maps(model, f0, size=int(batch[0]["clip"].shape[1]), per="snippet").numpy()
+            T = h.shape[1]
+            for b, hh in zip(batch, h):
+                heats.append(hh)
+                masks.append(snippet_masks(b["mask"], T, threshold))
+                methods.append(b["method"])
+                videos.add((b["dataset"], b["method"], b["video_id"]))
     finally:
         ds.close()
-    out = {"method": "captum LayerGradCam on encoder.feature_layer, fake logit of encoder + relation",
+    source = "the clips" if maps is None else "the cached backbone maps F_0 (cache_features)"
+    out = {"method": f"captum LayerGradCam on encoder.feature_layer, fake logit of encoder + relation, from {source}",
            "mask_threshold": threshold, "split": split, "windows": len(heats), "videos": len(videos)}
     if not heats:
         out.update(pointing_game=None, energy_inside=None, mask_area=None, snippets=0, per_method={},

@@ -3,7 +3,8 @@
 The output (see :mod:`feature_cache`) holds vertices [W, T, N, C] with labels and (dataset, method,
 video_id, window) keys for all splits; its attributes carry the schema version, the SHA-256 of the encoder
 file and the encoder params, so a reader refuses a cache made by another encoder. Windows are encoded in
-evaluation mode without augmentation.
+evaluation mode without augmentation. :func:`cache_feature_maps` also keeps the backbone maps ``F_0`` of the
+windows Grad-CAM explains (:mod:`feature_cache.maps`), so that ``evaluate`` does not run the backbone again.
 
 Sharding: ``shard=(i, n)`` encodes the videos at positions ``i-1 (mod n)`` (in index order; all windows of a
 video in one shard) into :func:`shard_path`. :func:`merge_shards` checks every shard (schema, checksum, same
@@ -22,10 +23,12 @@ import torch
 from tqdm import tqdm
 
 from feature_cache import FeatureCacheWriter, open_cache
-from pipeline.ingest.clips import ClipDataset, window_loader
+from feature_cache.maps import write_feature_maps
+from pipeline.ingest.clips import ClipDataset, clip_to_tensor, window_loader
 from pipeline import distributed as dist
 from pipeline.model_io import load_encoder
 from pipeline.runtime import resolve_device, seed_everything, sha256_file
+from pipeline.scoring.explain import masked_fake_batches, window_key
 from pipeline.scoring.inference import encode_clips
 
 SPLITS = ("train", "val", "test")
@@ -88,6 +91,31 @@ def cache_features(crop_dir: str, encoder_path: Path, out: Path, *, seed: int, d
     if n == 0 and shard is None:
         raise RuntimeError(f"{crop_dir}: no windows to encode")
     return {"windows": n, "shape": [T, N, C], "seconds": round(time.time() - t0, 1), "out": str(out)}
+
+
+@torch.no_grad()
+def cache_feature_maps(crop_dir: str, encoder_path: Path, out: Path, *, device: str, split: str = "test",
+                       batch_size: int = 4) -> dict:
+    """The backbone maps ``F_0`` of the windows Grad-CAM explains (the fake windows of ``split`` that carry
+    masks, :func:`pipeline.scoring.explain.masked_fake_batches`) -> ``out`` (:mod:`feature_cache.maps`), read in
+    the batches of ``evaluate``'s localisation, so that the maps are the ones it computed from the clips."""
+    device = resolve_device(device)
+    encoder, _ = load_encoder(encoder_path, device)
+    encoder.eval()
+    t0 = time.time()
+    ds = ClipDataset(crop_dir, split=split, with_masks=True)
+    maps, keys = [], []
+    try:
+        for batch in masked_fake_batches(ds, batch_size):
+            f0 = encoder.feature_map(clip_to_tensor(torch.stack([b["clip"] for b in batch])).to(device))
+            maps.append(f0.reshape(len(batch), -1, *f0.shape[1:]).float().cpu().numpy())
+            keys += [window_key(b) for b in batch]
+    finally:
+        ds.close()
+    arr = np.concatenate(maps) if maps else np.zeros((0, 1, 1, 1, 1, 1), np.float32)
+    write_feature_maps(out, arr, keys, sha256_file(encoder_path), split)
+    return {"windows": len(keys), "shape": list(arr.shape[1:]), "seconds": round(time.time() - t0, 1),
+            "out": str(out)}
 
 
 def merge_shards(out: Path, n: int, crop_dir: Optional[str] = None, keep: bool = False,

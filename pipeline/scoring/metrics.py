@@ -23,8 +23,6 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
@@ -259,6 +257,11 @@ def save_roc_png(curves: Mapping[str, tuple[Sequence, Sequence]], path: str | os
     PNG atomically (temporary file beside ``path`` + ``os.replace``). Single-class entries are
     listed in the legend as undefined. Uses the Agg canvas directly: no display, no pyplot state.
     """
+    # deferred: train_relation imports this module for its validation metrics and draws nothing (matplotlib's
+    # import is about 0.4 s of the start-up of a masking experiment's stage)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     path = Path(path)
     fig = Figure(figsize=(5, 5), dpi=100)
     FigureCanvasAgg(fig)

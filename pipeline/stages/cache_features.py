@@ -6,7 +6,8 @@
     torchrun --nproc_per_node 4 -m pipeline.stages.cache_features   # rank r = shard r+1/4, rank 0 merges
 
 The work is :mod:`pipeline.scoring.features`; shard files are removed after a successful merge
-(``--keep-shards`` keeps them).
+(``--keep-shards`` keeps them). The single run and the merge also write ``data/feature_maps.h5``, the backbone
+maps of the windows ``evaluate``'s Grad-CAM explains (:func:`~pipeline.scoring.features.cache_feature_maps`).
 """
 from __future__ import annotations
 
@@ -16,9 +17,15 @@ from pipeline import paths
 from pipeline import distributed as dist
 from pipeline.params import load_params
 from pipeline.runtime import exit_now, parse_shard
-from pipeline.scoring.features import cache_features, merge_shards
+from pipeline.scoring.features import cache_feature_maps, cache_features, merge_shards
 
 OUT = paths.FEATURES
+
+
+def write_maps(crops: str, device: str) -> None:
+    m = cache_feature_maps(crops, paths.ENCODER, paths.FEATURE_MAPS, device=device)
+    print(f"cache_features: backbone maps of {m['windows']} windows Grad-CAM explains x {m['shape']} in "
+          f"{m['seconds']} s -> {m['out']}")
 
 
 def main(argv=None) -> None:
@@ -41,6 +48,7 @@ def main(argv=None) -> None:
             if dist.is_main():
                 m = merge_shards(OUT, dist.world_size(), crops, keep=args.keep_shards)
                 print(f"cache_features: merged {m['shards']} shards, {m['windows']} windows -> {OUT}")
+                write_maps(crops, p.device)
             dist.barrier()
         return
     if args.shard is not None:
@@ -54,9 +62,11 @@ def main(argv=None) -> None:
         m = merge_shards(OUT, n, crops, keep=args.keep_shards)
         print(f"cache_features: merged {m['shards']} shards, {m['windows']} windows x {m['shape']} in "
               f"{m['seconds']} s -> {OUT}")
+        write_maps(crops, p.device)
     if args.shard is None and not args.merge:
         s = cache_features(crops, paths.ENCODER, OUT, **section)
         print(f"cache_features: {s['windows']} windows x {s['shape']} vertices in {s['seconds']} s -> {OUT}")
+        write_maps(crops, p.device)
 
 
 if __name__ == "__main__":

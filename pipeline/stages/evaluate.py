@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         print(f"evaluate: FAILED: {exc}", file=sys.stderr)
         return 2
     ev = evaluate(p.evaluate, paths.FEATURES, paths.RELATION, paths.ENCODER, Path(p.crop.out_dir), seed=p.seed,
-                  device=p.device)
+                  device=p.device, feature_maps=paths.FEATURE_MAPS)
     ev.result.update(comparisons(ev.videos, OTHERS, p.crop.out_dir, people, p.evaluate.groups,
                                  p.evaluate.bootstrap, p.evaluate.ci, p.seed))
     write_json({"roc": ev.roc}, paths.ROC_JSON)

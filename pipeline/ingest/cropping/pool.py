@@ -1,10 +1,14 @@
 """Cropping many videos: in this process (one detector, the HDF5 files written by a writer thread while the next
 video is decoded and detected) or in a pool of worker processes, one video per task; up-to-date outputs are
-reused, and one bad video never stops the others."""
+reused, and one bad video never stops the others.
+
+MTCNN runs with :data:`DETECT_THREADS` torch threads wherever it runs: a sum split over another number of
+threads is added in another order, and the boxes would differ in their last bits (measured: up to 1.3e-5 px
+between 1 and 2 threads) between a run in worker processes and one in this process (``crop.num_workers: 1``,
+or a resumed run with one video left to crop). So the crops do not depend on ``num_workers`` or on the cores."""
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +29,8 @@ from pipeline.runtime import resolve_workers
 __all__ = ["FAILED", "process"]
 
 _KEY = list(VIDEO_KEY_COLUMNS)
+#: torch threads of the face detector, in this process and in every worker (see the module docstring)
+DETECT_THREADS = 1
 #: ``status`` of a video that could not be read this time (not cached, retried on the next run)
 FAILED = "failed"
 
@@ -89,9 +95,9 @@ class _Cropper:
 _WORKER: Optional[_Cropper] = None
 
 
-def _worker_init(clip_frames: int, crop, device: Optional[str], phash: str, threads: int) -> None:
+def _worker_init(clip_frames: int, crop, device: Optional[str], phash: str) -> None:
     global _WORKER
-    torch.set_num_threads(threads)
+    torch.set_num_threads(DETECT_THREADS)
     _WORKER = _Cropper(clip_frames, crop, device, phash)
 
 
@@ -105,10 +111,10 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
     """Crop every row (skipping up-to-date outputs); returns the per-video reports in the order of ``rows``.
 
     ``num_workers`` (default ``crop.num_workers``, see :func:`resolve_workers`): with 1 the videos are cropped
-    in this process; with more, in that many worker processes (spawned, each with its own detector and
-    ``cores // workers`` torch threads), one video per task. Either way frames are decoded in a background
-    thread and the files written by another, and every video's crops are computed by the same code, frame
-    for frame (tests/test_crop.py compares the two paths)."""
+    in this process; with more, in that many worker processes (spawned, each with its own detector), one video
+    per task. Either way frames are decoded in a background thread and the files written by another, and every
+    video's crops are computed by the same code with :data:`DETECT_THREADS` torch threads, frame for frame
+    (tests/test_crop.py compares the two paths bit for bit)."""
     phash, kernels = params_hash(clip_frames, crop), kernel_signature()
     workers = resolve_workers(crop.num_workers if num_workers is None else num_workers, device)
     reports: list[Optional[dict]] = [None] * len(rows)
@@ -126,6 +132,8 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
         if workers <= 1 or len(todo) <= 1:
             cropper = _Cropper(clip_frames, crop, device, phash)
             pending: Optional[tuple[int, dict, Path, dict]] = None
+            threads = torch.get_num_threads()
+            torch.set_num_threads(DETECT_THREADS)
             try:
                 for k, row in todo:
                     bar.set_postfix_str(f"{row['dataset']}/{row['method']}/{row['video_id']}", refresh=False)
@@ -139,11 +147,11 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
                     bar.update()
             finally:
                 cropper.close()
+                torch.set_num_threads(threads)
         else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
             ctx = multiprocessing.get_context("spawn")  # safe with CUDA and with torch's thread pools
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(clip_frames, crop, device, phash, threads)) as ex:
+                                     initargs=(clip_frames, crop, device, phash)) as ex:
                 for (k, row), rep in zip(todo, ex.map(_worker_crop, [r for _, r in todo])):
                     reports[k] = rep
                     bar.update()
