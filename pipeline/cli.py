@@ -197,8 +197,12 @@ def results(args: argparse.Namespace) -> int:
         tg = ev.get("targets")
         if tg:
             parts = [f"{k} {fmt(v['value'])} {'>=' if v['met'] else '<'} {v['target']}"
-                     + (f" ({v['family']})" if v.get("family") else "") for k, v in tg.items() if k != "all_met"]
+                     + (f" ({v['family']})" if v.get("family") else "") for k, v in tg.items() if isinstance(v, dict) and "met" in v]
             print(f"results: targets {'met' if tg['all_met'] else 'NOT met'}: " + ", ".join(parts))
+            cap = tg.get("ceiling")
+            if cap and not tg["test_auc"]["met"]:
+                print(f"results: {cap['family']} alone caps the test AUC at {fmt(cap['value'])} (every other family "
+                      f"perfect); the test AUC target needs it at {fmt(cap['family_auc_needed'])} or above")
         print(f"results: {metrics}, {at(paths.ROC_PNG)}, {at(paths.SCORES)}, "
               f"{at(paths.metrics_file('train_encoder'))}, {at(paths.metrics_file('train_relation'))}")
         print("results: compare experiments: mrl compare   (per fake family: mrl compare --families)")

@@ -245,7 +245,8 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     assert "detector: Algorithm 2's jointly trained model (evaluate.head: joint" in capsys.readouterr().out
     from pipeline.scoring.evaluation import check_targets
     ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75}}
-    ev["targets"] = check_targets(ev["test"], {"demo/sbi": {"auc": 0.6}, "demo/faceswap": {"auc": 0.9}})
+    ev["targets"] = check_targets(ev["test"], {"demo/sbi": {"auc": 0.6, "n_pos": 2},
+                                                 "demo/faceswap": {"auc": 0.9, "n_pos": 6}})
     (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(ev))
     (tmp_path / "metrics" / "baseline.json").write_text(json.dumps(
         {"test": {"auc": 0.65, "auc_ci_low": 0.5, "auc_ci_high": 0.8}}))
@@ -254,6 +255,9 @@ def test_mrl_results_says_where_the_results_are_and_how_to_open_mlflow(tmp_path,
     assert "baseline, same split: test AUC 0.650 [0.500, 0.800]" in out
     assert ("targets NOT met: test_auc 0.812 < 0.9, test_auc_ci_low 0.500 < 0.8, "
             "worst_family_auc 0.600 < 0.8 (demo/sbi)") in out
+    # a quarter of the fakes at 0.6: 1 - 0.25 * 0.4 = 0.9 at most, and the target needs 1 - 4 * 0.1 = 0.6
+    assert ("demo/sbi alone caps the test AUC at 0.900 (every other family perfect); the test AUC target needs it "
+            "at 0.600 or above") in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db" in out
 
 

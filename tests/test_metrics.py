@@ -162,6 +162,39 @@ def test_vectorised_bootstrap_auc_matches_sklearn_with_ties():
     np.testing.assert_allclose(_auc_rows(y, s), [roc_auc_score(a, b) for a, b in zip(y, s)])
 
 
+def _videos(rng, fakes: dict, n_real: int, dataset: str = "demo") -> pd.DataFrame:
+    """Video rows: ``fakes`` maps a family to its fake scores; the reals draw from the same few levels (ties)."""
+    rows = [(dataset, "real", f"r{i}", 0, v) for i, v in enumerate(rng.integers(0, 6, n_real) / 5.0)]
+    rows += [(dataset, m, f"{m}{i}", 1, v) for m, ss in fakes.items() for i, v in enumerate(ss)]
+    return pd.DataFrame(rows, columns=["dataset", "method", "video_id", "label", "score"])
+
+
+def test_the_test_auc_is_the_fake_count_weighted_mean_of_the_families_and_the_worst_one_caps_it():
+    from pipeline.scoring.evaluation import check_targets, family_ceiling
+    rng = np.random.default_rng(3)
+    fakes = {"a": rng.integers(0, 6, 24) / 5.0, "b": rng.integers(0, 6, 12) / 5.0, "c": rng.integers(0, 6, 36) / 5.0}
+    v = _videos(rng, fakes, 40)
+    per_method = breakdown(v, "method")
+    n = {m: len(s) for m, s in fakes.items()}
+    mean = sum(n[m] * per_method[f"demo/{m}"]["auc"] for m in fakes) / sum(n.values())
+    assert roc_auc_score(v.label, v.score) == pytest.approx(mean, abs=1e-12)       # the identity, ties and all
+    worst = min(per_method, key=lambda k: per_method[k]["auc"])
+    # every family but the worst scored above every real video: sklearn's AUC is the ceiling, exactly
+    perfect = {m: (s if f"demo/{m}" == worst else s + 2.0) for m, s in fakes.items()}
+    cap = check_targets({"auc": mean, "auc_ci_low": 0.0}, per_method)["ceiling"]
+    assert cap["family"] == worst
+    both = pd.concat([v[v.label == 0], _videos(rng, perfect, 0)])
+    assert cap["value"] == pytest.approx(roc_auc_score(both.label, both.score), abs=1e-12)
+    # by hand: a family with a quarter of the fakes at 0.5 caps the test AUC at 1 - 0.25 * 0.5 = 0.875, and the
+    # 0.90 target needs it at 1 - 4 * 0.1 = 0.6
+    quarter = {"demo/m": {"auc": 0.5, "n_pos": 24}, "demo/f": {"auc": 0.83, "n_pos": 72}}
+    assert family_ceiling(quarter, "demo/m")["value"] == pytest.approx(0.875)
+    assert family_ceiling(quarter, "demo/m")["family_auc_needed"] == pytest.approx(0.6)
+    # several datasets: fakes of one are also ranked against reals of another, so no ceiling is claimed
+    two = breakdown(pd.concat([v, _videos(rng, {"a": fakes["a"]}, 10, "other")]), "method")
+    assert family_ceiling(two, worst) is None and family_ceiling(per_method, None) is None
+
+
 def test_targets_report_each_value_the_worst_family_and_whether_all_are_met():
     from pipeline.scoring.evaluation import check_targets
     per_method = {"demo/faceswap": {"auc": 0.95}, "demo/sbi": {"auc": 0.79}, "demo/flicker": {"auc": None}}
