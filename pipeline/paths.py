@@ -89,7 +89,7 @@ STAGE_INPUTS: dict[str, list[Path]] = {
     "demo": [],
     "scan": [DEMO_DIR],
     "manifest": [DEMO_DIR, LISTING],
-    "crop": [MANIFEST],
+    "crop": [MANIFEST, DEMO_DIR, LISTING],  # the videos' bytes, which a manifest row (path, size) cannot see
     "train_encoder": [CROPS],
     "cache_features": [ENCODER, CROPS],
     "train_relation": [FEATURES, ENCODER],

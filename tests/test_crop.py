@@ -362,6 +362,44 @@ def test_crops_of_other_kernels_are_not_reused(stage_run, monkeypatch):
     assert status[("real", "langer")] == status[("real", "single")] == status[("faceswap", "single")] == "cached"
 
 
+def test_a_video_or_mask_replaced_by_other_bytes_of_the_same_size_is_cropped_again(tmp_path, media):
+    """The manifest row (path, size) cannot see a file replaced by another of the same size; the crop file's
+    ``content`` attr (SHA-256 of the video and its mask) does. Uncompressed video keeps the size exactly."""
+    import av
+    frames = list(read_frames(media["langer"]))
+    raw = lambda dest, fr: write_video(dest, fr, codec="rawvideo", pix_fmt="bgr24")  # noqa: E731
+    video, mirrored = raw(tmp_path / "v.avi", frames), raw(tmp_path / "m.avi", [f[:, ::-1].copy() for f in frames])
+    mask = np.zeros((len(frames), 180, 320), np.uint8)
+    mask[:, 40:140, 100:220] = 255
+    np.savez(tmp_path / "mask.npz", masks=mask)
+    rows = [_row("demo", "faceswap", "v", video, 1, "test", "p", mask=tmp_path / "mask.npz")]
+    pfile = _setup(tmp_path / "run", rows)
+    out = tmp_path / "run/crops/demo/faceswap/v.h5"
+
+    def run() -> tuple[str, np.ndarray, np.ndarray]:
+        assert crop_stage.main(["--params", str(pfile), "--no-progress"]) == 0
+        status = json.loads(cropmod.run_record_path(tmp_path / "run/crops").read_text())["videos"][0]["status"]
+        with h5py.File(out) as f:
+            return status, f["clips"][:], f["masks"][:]
+
+    status, clips, masks = run()
+    assert status == "computed" and masks.mean() > 0
+    assert run()[0] == "cached"                                       # unchanged bytes: reused
+    assert mirrored.stat().st_size == video.stat().st_size            # same size, same manifest row
+    shutil.copyfile(mirrored, video)
+    status, clips2, masks2 = run()
+    assert status == "computed" and not np.array_equal(clips, clips2)   # the mirrored face
+    mask[:] = 0
+    mask[:, 60:160, 80:200] = 255                                     # the same array size, other pixels
+    size = (tmp_path / "mask.npz").stat().st_size
+    np.savez(tmp_path / "mask.npz", masks=mask)
+    assert (tmp_path / "mask.npz").stat().st_size == size
+    status, clips3, masks3 = run()
+    assert status == "computed" and not np.array_equal(masks2, masks3)
+    np.testing.assert_array_equal(clips2, clips3)
+    assert run()[0] == "cached"
+
+
 def _folder_digest(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}

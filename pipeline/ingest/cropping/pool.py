@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pipeline.cpu_kernels import kernel_signature
 from pipeline.ingest.crop_settings import params_hash
-from pipeline.ingest.cropping.identity import output_path, read_report, row_signature
+from pipeline.ingest.cropping.identity import content_digest, output_path, read_report, row_signature
 from pipeline.ingest.cropping.video_crop import TransientReadError, crop_video
 from pipeline.ingest.datasets import VIDEO_KEY_COLUMNS
 from pipeline.ingest.faces import FaceDetector
@@ -120,7 +120,8 @@ def process(rows: pd.DataFrame, clip_frames: int, crop, device: Optional[str] = 
     reports: list[Optional[dict]] = [None] * len(rows)
     todo: list[tuple[int, dict]] = []
     for k, (_, row) in enumerate(rows.iterrows()):
-        rep = read_report(output_path(crop.out_dir, row), phash, row_signature(row), kernels)
+        rep = read_report(output_path(crop.out_dir, row), phash, row_signature(row), kernels,
+                          content=lambda: content_digest(row))
         if rep is not None:
             rep["status"] = "cached"
             reports[k] = rep

@@ -15,7 +15,7 @@ from PIL import Image
 from pipeline.cpu_kernels import kernel_signature
 from pipeline.ingest.cropping.h5file import write_crop_file
 from pipeline.ingest.crop_settings import SCHEMA_VERSION, params_hash
-from pipeline.ingest.cropping.identity import RUN_FIELDS, _row_dict, row_signature
+from pipeline.ingest.cropping.identity import RUN_FIELDS, _row_dict, content_digest, row_signature
 from pipeline.ingest.cropping.prefetch import prefetch
 from pipeline.ingest.datasets import VIDEO_KEY_COLUMNS
 from pipeline.ingest.faces import (
@@ -126,7 +126,7 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
         attrs = {"dataset": r["dataset"], "method": r["method"], "video_id": r["video_id"], "label": r["label"],
                  "source": path, "fps": float(rep["fps"]),
                  "params_hash": phash, "row": row_signature(r), "schema_version": SCHEMA_VERSION,
-                 "kernels": kernel_signature(),
+                 "kernels": kernel_signature(), "content": content,
                  "clip_frames": F, "image_size": S, "params": json.dumps(cp.model_dump(mode="json"), sort_keys=True),
                  "skipped": rep["skipped"] or "",
                  "report": json.dumps({k: v for k, v in rep.items() if k not in RUN_FIELDS}, sort_keys=True)}
@@ -139,6 +139,10 @@ def crop_video(row, clip_frames: int, crop_params, out_path: str | Path, detecto
 
     # ---- pass 0: can it be opened at all? (an OS-level failure raises: not cached, see process)
     _check_readable(path)
+    try:
+        content = content_digest(r)      # the bytes the crops come from (stored: a same-size replacement re-runs)
+    except OSError as exc:
+        raise TransientReadError(f"cannot read {exc.filename or path}: {exc.strerror or exc}") from None
     try:
         info = probe(path)
         rep["fps"] = float(info.fps)
