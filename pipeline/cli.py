@@ -197,7 +197,8 @@ def results(args: argparse.Namespace) -> int:
         tg = ev.get("targets")
         if tg:
             parts = [f"{k} {fmt(v['value'])} {'>=' if v['met'] else '<'} {v['target']}"
-                     + (f" ({v['family']})" if v.get("family") else "") for k, v in tg.items() if isinstance(v, dict) and "met" in v]
+                     + (f" ({v['family']})" if v.get("family") else "")
+                     for k, v in tg.items() if isinstance(v, dict) and "met" in v]   # not all_met, not ceiling
             print(f"results: targets {'met' if tg['all_met'] else 'NOT met'}: " + ", ".join(parts))
             cap = tg.get("ceiling")
             if cap and not tg["test_auc"]["met"]:
