@@ -16,8 +16,7 @@ import sys
 import uvicorn
 
 from pipeline.model_options import PROJECT_DEFAULTS, project_defaults
-from pipeline.runtime import resolve_device
-from pipeline.scoring.detect import PickleRefused, load_from_options
+from pipeline.scoring.detect import open_model_or_explain
 from pipeline.serving.app import ServeOptions, create_app
 from pipeline.serving.card import model_card
 
@@ -52,17 +51,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"serve: warning: listening on {args.host}, not on this machine only: anyone who can reach it can "
               f"upload videos and read every result; use --host 127.0.0.1 unless you mean it", file=sys.stderr)
     project_defaults(args, "serve", {**PROJECT_DEFAULTS, "metrics": "metrics/evaluate.json", "lock": "dvc.lock"})
-    try:
-        device = resolve_device(args.device)
-        model = load_from_options(args, device)
-    except PickleRefused as exc:
-        print(f"serve: {exc}", file=sys.stderr)
+    opened = open_model_or_explain(args, "serve")
+    if opened is None:
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"serve: cannot load the model: {exc}", file=sys.stderr)
-        return 2
-    for w in model.warnings:
-        print(f"serve: warning: {w}", file=sys.stderr)
+    device, model = opened
     card = model_card(model, args.metrics, args.lock, args.tracking_uri)
     opts = ServeOptions(args.max_upload_mb, args.queue, args.keep, args.heatmap_windows, args.threshold,
                         args.stride, args.max_windows, args.max_frames, args.batch_size,

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from pipeline.model_options import add_model_arguments, project_defaults
-from pipeline.runtime import resolve_device
 from pipeline.scoring.detect.detection import detect, find_videos
-from pipeline.scoring.detect.models import PickleRefused, load_from_options
+from pipeline.scoring.detect.models import open_model_or_explain
 from pipeline.scoring.detect.outputs import existing_outputs, output_problem, planned_outputs, write_outputs
 
 __all__ = ["add_arguments", "run", "main"]
@@ -101,17 +100,10 @@ def run(args: argparse.Namespace) -> int:
         if v.name != v.wanted:
             print(f"detect: {v.path} is named {v.name} ({v.wanted} is {v.clash})", file=sys.stderr)
     project_defaults(args, "detect")
-    try:
-        device = resolve_device(args.device)
-        model = load_from_options(args, device)
-    except PickleRefused as exc:
-        print(f"detect: {exc}", file=sys.stderr)
+    opened = open_model_or_explain(args, "detect")
+    if opened is None:
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"detect: cannot load the model: {exc}", file=sys.stderr)
-        return 2
-    for w in model.warnings:
-        print(f"detect: warning: {w}", file=sys.stderr)
+    device, model = opened
     result = detect(args.inputs, model, device, args.threshold, args.stride, args.max_windows, args.max_frames,
                     args.heatmaps, None if not args.no_progress else False, args.batch_size, found=found)
     paths = write_outputs(result, args.out)
