@@ -1,11 +1,13 @@
 """The manifest follows the data: the real `dvc repro` in a temporary git + DVC repository whose dataset is a
 plain folder outside DVC (as FF++ / Celeb-DF / DFDC are). Deleting a video re-runs the manifest without it,
-adding one lists it, and an unchanged dataset re-runs neither `manifest` nor `crop` (only the always-run
-`scan`, whose output does not change)."""
+adding one lists it, an unchanged dataset re-runs neither `manifest` nor `crop` (only the always-run
+`scan`, whose output does not change), and a video replaced by other bytes of the same size (which leaves the
+manifest as it was) is cropped again, alone."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,6 +33,16 @@ def _clip(src: str, start: int, dest: Path) -> Path:
               for i, f in enumerate(iter_frames(fetch(src), max_frames=start + 10)) if i >= start]
     dest.parent.mkdir(parents=True, exist_ok=True)
     return write_video(dest, frames, fps=25)
+
+
+def _raw_clip(src: str, start: int, dest: Path, mirror: bool = False) -> Path:
+    """:func:`_clip` uncompressed (AVI, rawvideo): its size depends on the frame count and size only, so the
+    mirrored clip has exactly the size of the clip and other bytes."""
+    frames = [np.asarray(Image.fromarray(f).resize((320, 180), Image.BILINEAR))
+              for i, f in enumerate(iter_frames(fetch(src), max_frames=start + 10)) if i >= start]
+    frames = [f[:, ::-1].copy() for f in frames] if mirror else frames
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return write_video(dest, frames, fps=25, codec="rawvideo", pix_fmt="bgr24")
 
 
 def _listed(ws: Path) -> set[str]:
@@ -66,3 +78,18 @@ def test_manifest_reruns_when_a_video_is_deleted_or_added_and_only_then(tmp_path
     assert "8 videos (1 computed, 7 cached)" in added.stdout + added.stderr
     index = pd.read_csv(ws / "data/crops/index.csv", dtype=str)
     assert "r3" not in set(index.video_id)
+
+    raw = _raw_clip("single_face.mp4", 20, ws / "videos/real/r5.avi")   # an uncompressed video, cropped once
+    assert "9 videos (1 computed, 8 cached)" in (lambda r: r.stdout + r.stderr)(run_dvc(ws, "repro", "crop"))
+    manifest = (ws / "data/manifest.csv").read_bytes()
+    with h5py.File(ws / "data/crops/mine/real/r5.h5") as f:
+        clips = f["clips"][:]
+    size = raw.stat().st_size
+    _raw_clip("single_face.mp4", 20, raw, mirror=True)                  # replaced: same size, other bytes
+    assert raw.stat().st_size == size
+    replaced = run_dvc(ws, "repro", "crop")
+    assert stages_run(replaced.stdout) == ["scan", "manifest", "crop"], replaced.stdout
+    assert (ws / "data/manifest.csv").read_bytes() == manifest          # the manifest cannot tell ...
+    assert "9 videos (1 computed, 8 cached)" in replaced.stdout + replaced.stderr   # ... the crop stage can
+    with h5py.File(ws / "data/crops/mine/real/r5.h5") as f:
+        assert f["clips"].shape == clips.shape and not np.array_equal(f["clips"][:], clips)
