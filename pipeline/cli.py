@@ -182,7 +182,7 @@ def results(args: argparse.Namespace) -> int:
     if metrics.exists():
         ev = json.loads(metrics.read_text())
         t = ev["test"]
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        fmt = _fmt
         print(f"results: test video AUC {fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] "
               f"({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {fmt(t.get('acc'))}")
         if ev.get("head") == "joint":
@@ -249,8 +249,23 @@ def _print_peers(ev: dict, fmt, peer: Path) -> None:
     g = ev.get("groups")
     if g:
         for col in ("gender", "ethnicity"):
-            parts = [f"{v} {fmt(m.get('auc'))} ({m.get('n_people')} people)" for v, m in (g.get(col) or {}).items()]
+            parts = [_group_part(v, m) for v, m in (g.get(col) or {}).items()]
             print(f"results: test AUC per {col}: " + ", ".join(parts))
+
+
+def _fmt(v: Optional[float]) -> str:
+    """A metric as ``mrl results`` prints it: three decimals, ``n/a`` when missing."""
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _group_part(value: str, m: dict) -> str:
+    """``female 0.771 [0.671, 0.860] (19 people, 114 videos)``; a group under ``min_people``: ``n/a``, no
+    interval."""
+    fmt = _fmt
+    ci = m.get("auc_ci")
+    interval = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if m.get("auc") is not None and ci else ""
+    videos = f", {m['n_videos']} videos" if m.get("n_videos") is not None else ""
+    return f"{value} {fmt(m.get('auc'))}{interval} ({m.get('n_people')} people{videos})"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

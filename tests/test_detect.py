@@ -308,8 +308,9 @@ def test_mrl_results_prints_the_peer_the_paired_differences_and_the_groups(tmp_p
     ev = {"test": {"auc": 0.8125, "auc_ci_low": 0.5, "auc_ci_high": 1.0, "n": 12, "acc": 0.75},
           "vs_baseline": {"diff": 0.1625, "ci": [-0.05, 0.375], "p_above": 0.912, "n": 12},
           "vs_peer": {"diff": -0.0875, "ci": [-0.3, 0.125], "p_above": 0.2, "n": 12},
-          "groups": {"gender": {"female": {"auc": 0.75, "n_people": 6}, "male": {"auc": None, "n_people": 3}},
-                     "ethnicity": {"white": {"auc": 0.8, "n_people": 5}}}}
+          "groups": {"gender": {"female": {"auc": 0.75, "auc_ci": [0.5, 0.9375], "n_people": 6, "n_videos": 12},
+                                "male": {"auc": None, "auc_ci": None, "n_people": 3, "n_videos": 6}},
+                     "ethnicity": {"white": {"auc": 0.8, "auc_ci": [0.55, 1.0], "n_people": 5, "n_videos": 10}}}}
     (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(ev))
     (tmp_path / "metrics" / "peer.json").write_text(json.dumps(
         {"weights": "Meso4_DF", "test": {"auc": 0.9, "auc_ci_low": 0.7, "auc_ci_high": 1.0}}))
@@ -319,8 +320,9 @@ def test_mrl_results_prints_the_peer_the_paired_differences_and_the_groups(tmp_p
     assert ("MRL - baseline (paired bootstrap on 12 videos): AUC difference 0.163 [-0.050, 0.375], "
             "MRL ahead in 0.912 of resamples") in out
     assert "MRL - peer (paired bootstrap on 12 videos): AUC difference -0.087 [-0.300, 0.125]" in out
-    assert "test AUC per gender: female 0.750 (6 people), male n/a (3 people)" in out
-    assert "test AUC per ethnicity: white 0.800 (5 people)" in out
+    assert ("test AUC per gender: female 0.750 [0.500, 0.938] (6 people, 12 videos), male n/a (3 people, 6 videos)"
+            in out)
+    assert "test AUC per ethnicity: white 0.800 [0.550, 1.000] (5 people, 10 videos)" in out
 
 
 def test_output_names_follow_the_path_below_the_input_and_never_clash(tmp_path, monkeypatch):
