@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from torchvision.models import mobilenet_v2
 
 import graph_models.backbones as backbones
-from graph_models import MRLModel, build_encoder, build_model, build_relation, mrl_loss
-from pipeline.params import (ClipParams, EncoderParams, MaskParams, ParamsError, RelationParams,
-                             parse_params)
+from graph_models import build_encoder, build_model, mrl_loss
+from pipeline.params import ClipParams, EncoderParams, ParamsError, parse_params
 
 torch.set_num_threads(1)
 FILE = "mobilenet_v2-b0353104.pth"
@@ -152,26 +151,6 @@ def test_auto_without_file_or_package_starts_from_random_weights_with_one_warnin
 
 
 # --------------------------------------------------------------------------- Grad-CAM, freezing, training
-def test_gradcam_through_mobilenet_maps_each_frame_to_its_place():
-    """As for resnet18_2d: one image repeated inside each snippet, STA off: the D maps of a snippet are equal."""
-    from pipeline.scoring.explain import gradcam_windows
-
-    torch.manual_seed(0)
-    enc = build_encoder(EncoderParams(backbone="mobilenet_v2", heads=4, pretrained=None, sta=False, freeze_blocks=3),
-                        ClipParams(frames=8, snippet_length=4))
-    model = MRLModel(enc, build_relation(enc.out_dim, 4, RelationParams(hidden=8, mlp_hidden=8), MaskParams())).eval()
-    images = torch.rand(2, 2, 3, 64, 64)                                  # [window, snippet, 3, S, S]
-    x = images[:, :, :, None].expand(2, 2, 3, 4, 64, 64).permute(0, 2, 1, 3, 4, 5).reshape(2, 3, 8, 64, 64)
-    h = gradcam_windows(model, x)
-    assert h.shape == (2, 2, 64, 64) and h.min() >= 0 and h.max() <= 1
-    hf = gradcam_windows(model, x, per="frame").reshape(2, 2, 4, 64, 64)
-    assert hf.flatten(2).amax(-1).gt(0).any()
-    for b in range(2):
-        for t in range(2):
-            for d in range(1, 4):
-                torch.testing.assert_close(hf[b, t, d], hf[b, t, 0], atol=1e-5, rtol=0)
-
-
 def test_one_training_step_updates_the_trainable_blocks_only():
     p = parse_params({"encoder": {"backbone": "mobilenet_v2", "pretrained": None, "heads": 3, "freeze_blocks": 5},
                       "clip": {"frames": 8, "snippet_length": 4},

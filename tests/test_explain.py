@@ -104,15 +104,16 @@ def test_gradcam_shapes_range_and_overlay():
     assert overlay(frame, np.ones((8, 8))).size == (32, 32)      # heat resized to the frame
 
 
-def test_gradcam_of_the_image_based_variant_maps_each_frame_to_its_place():
-    """resnet18_2d sees frames one by one (its FramesAsClip lays them out as [B, C, D, h, w]): with one image repeated inside each
-    snippet, different images across snippets and windows, and STA off (vertices average all positions, so
-    every frame of a snippet gets the same gradient), the D maps of a snippet must be equal."""
+@pytest.mark.parametrize("backbone,extra", [("resnet18_2d", {}), ("mobilenet_v2", {"freeze_blocks": 3})])
+def test_gradcam_of_a_per_frame_backbone_maps_each_frame_to_its_place(backbone, extra):
+    """resnet18_2d and mobilenet_v2 see frames one by one (laid out again as [B, C, D, h, w]): with one image
+    repeated inside each snippet, different images across snippets and windows, and STA off (vertices average
+    all positions, so every frame of a snippet gets the same gradient), the D maps of a snippet must be equal."""
     from graph_models import MRLModel, build_encoder, build_relation
     from pipeline.params import ClipParams, EncoderParams, MaskParams, RelationParams
 
     torch.manual_seed(0)
-    enc = build_encoder(EncoderParams(backbone="resnet18_2d", heads=4, pretrained=None, sta=False),
+    enc = build_encoder(EncoderParams(backbone=backbone, heads=4, pretrained=None, sta=False, **extra),
                         ClipParams(frames=8, snippet_length=4))
     model = MRLModel(enc, build_relation(enc.out_dim, 4, RelationParams(hidden=8, mlp_hidden=8), MaskParams())).eval()
     images = torch.rand(2, 2, 3, 64, 64)                               # [window, snippet, 3, S, S]
