@@ -182,7 +182,7 @@ def results(args: argparse.Namespace) -> int:
     if metrics.exists():
         ev = json.loads(metrics.read_text())
         t = ev["test"]
-        fmt = _fmt
+        fmt = _fmt   # passed on to _print_peers
         print(f"results: test video AUC {fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] "
               f"({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {fmt(t.get('acc'))}")
         if ev.get("head") == "joint":
@@ -261,11 +261,10 @@ def _fmt(v: Optional[float]) -> str:
 def _group_part(value: str, m: dict) -> str:
     """``female 0.771 [0.671, 0.860] (19 people, 114 videos)``; a group under ``min_people``: ``n/a``, no
     interval."""
-    fmt = _fmt
     ci = m.get("auc_ci")
-    interval = f" [{fmt(ci[0])}, {fmt(ci[1])}]" if m.get("auc") is not None and ci else ""
+    interval = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if m.get("auc") is not None and ci else ""
     videos = f", {m['n_videos']} videos" if m.get("n_videos") is not None else ""
-    return f"{value} {fmt(m.get('auc'))}{interval} ({m.get('n_people')} people{videos})"
+    return f"{value} {_fmt(m.get('auc'))}{interval} ({m.get('n_people')} people{videos})"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -27,22 +27,16 @@ PARAMS = {
 }
 
 
-def _clip(src: str, start: int, dest: Path) -> Path:
-    """10 frames of a real face video from ``start``, at 320 x 180 (each clip its own bytes)."""
-    frames = [np.asarray(Image.fromarray(f).resize((320, 180), Image.BILINEAR))
-              for i, f in enumerate(iter_frames(fetch(src), max_frames=start + 10)) if i >= start]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return write_video(dest, frames, fps=25)
-
-
-def _raw_clip(src: str, start: int, dest: Path, mirror: bool = False) -> Path:
-    """:func:`_clip` uncompressed (AVI, rawvideo): its size depends on the frame count and size only, so the
-    mirrored clip has exactly the size of the clip and other bytes."""
+def _clip(src: str, start: int, dest: Path, raw: bool = False, mirror: bool = False) -> Path:
+    """10 frames of a real face video from ``start``, at 320 x 180 (each clip its own bytes). ``raw``:
+    uncompressed (AVI, rawvideo), whose size depends on the frame count and size only, so a ``mirror``-ed raw
+    clip has exactly the size of the raw clip and other bytes."""
     frames = [np.asarray(Image.fromarray(f).resize((320, 180), Image.BILINEAR))
               for i, f in enumerate(iter_frames(fetch(src), max_frames=start + 10)) if i >= start]
     frames = [f[:, ::-1].copy() for f in frames] if mirror else frames
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return write_video(dest, frames, fps=25, codec="rawvideo", pix_fmt="bgr24")
+    codec = {"codec": "rawvideo", "pix_fmt": "bgr24"} if raw else {}
+    return write_video(dest, frames, fps=25, **codec)
 
 
 def _listed(ws: Path) -> set[str]:
@@ -79,13 +73,13 @@ def test_manifest_reruns_when_a_video_is_deleted_or_added_and_only_then(tmp_path
     index = pd.read_csv(ws / "data/crops/index.csv", dtype=str)
     assert "r3" not in set(index.video_id)
 
-    raw = _raw_clip("single_face.mp4", 20, ws / "videos/real/r5.avi")   # an uncompressed video, cropped once
+    raw = _clip("single_face.mp4", 20, ws / "videos/real/r5.avi", raw=True)   # an uncompressed video, cropped once
     assert "9 videos (1 computed, 8 cached)" in (lambda r: r.stdout + r.stderr)(run_dvc(ws, "repro", "crop"))
     manifest = (ws / "data/manifest.csv").read_bytes()
     with h5py.File(ws / "data/crops/mine/real/r5.h5") as f:
         clips = f["clips"][:]
     size = raw.stat().st_size
-    _raw_clip("single_face.mp4", 20, raw, mirror=True)                  # replaced: same size, other bytes
+    _clip("single_face.mp4", 20, raw, raw=True, mirror=True)                  # replaced: same size, other bytes
     assert raw.stat().st_size == size
     replaced = run_dvc(ws, "repro", "crop")
     assert stages_run(replaced.stdout) == ["scan", "manifest", "crop"], replaced.stdout
