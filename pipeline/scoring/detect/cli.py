@@ -28,12 +28,33 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from pipeline.model_options import add_model_arguments, project_defaults
+from pipeline.runtime import resolve_device
 from pipeline.scoring.detect.detection import detect, find_videos
-from pipeline.scoring.detect.models import open_model_or_explain
+from pipeline.scoring.detect.models import LoadedModel, PickleRefused, load_from_options
 from pipeline.scoring.detect.outputs import existing_outputs, output_problem, planned_outputs, write_outputs
 
-__all__ = ["add_arguments", "run", "main"]
+__all__ = ["add_arguments", "open_model_or_explain", "run", "main"]
+
+
+def open_model_or_explain(args: argparse.Namespace, prog: str) -> Optional[tuple[torch.device, LoadedModel]]:
+    """:func:`load_from_options` on ``args.device`` for a command-line program: ``(device, model)``, its load
+    warnings printed as ``prog: warning: ...``; ``None`` after one clear line on stderr (no traceback) when the
+    device or the model cannot be had (a pickle refused, a file missing or unreadable)."""
+    try:
+        device = resolve_device(args.device)
+        model = load_from_options(args, device)
+    except PickleRefused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"{prog}: cannot load the model: {exc}", file=sys.stderr)
+        return None
+    for w in model.warnings:
+        print(f"{prog}: warning: {w}", file=sys.stderr)
+    return device, model
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -4,7 +4,6 @@ decision threshold."""
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -17,7 +16,7 @@ from pipeline.model_card import crop_params_from_model
 from pipeline.model_io import load_encoder, load_relation, read_model_file
 from pipeline.model_options import mlflow_uri
 from pipeline.params import CropParams
-from pipeline.runtime import resolve_device, sha256_file
+from pipeline.runtime import sha256_file
 from pipeline.tracking import tracking_uri as default_uri
 
 # MLflow is imported inside load_mlflow_model on purpose (deferred heavy import, seconds): scoring model
@@ -183,21 +182,3 @@ def load_from_options(args: argparse.Namespace, device: torch.device | str = "cp
         enc = args.encoder if Path(args.encoder).exists() else None
         return load_mlflow_model(uri, args.trust_pickle, device, enc, args.params, args.tracking_uri)
     return load_model_files(args.encoder, args.relation, device, args.params)
-
-
-def open_model_or_explain(args: argparse.Namespace, prog: str) -> Optional[tuple[torch.device, LoadedModel]]:
-    """:func:`load_from_options` on ``args.device`` for a command-line program: ``(device, model)``, its load
-    warnings printed as ``prog: warning: ...``; ``None`` after one clear line on stderr (no traceback) when the
-    device or the model cannot be had (a pickle refused, a file missing or unreadable)."""
-    try:
-        device = resolve_device(args.device)
-        model = load_from_options(args, device)
-    except PickleRefused as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return None
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"{prog}: cannot load the model: {exc}", file=sys.stderr)
-        return None
-    for w in model.warnings:
-        print(f"{prog}: warning: {w}", file=sys.stderr)
-    return device, model
