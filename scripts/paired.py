@@ -11,6 +11,10 @@ interval (:func:`pipeline.scoring.paired.paired_bootstrap`, as ``evaluate`` comp
 Then the mean difference over the pairs, with the interval of that mean over the SAME video resamples for every
 pair: the videos are the unit of the interval, the seeds are averaged (so the interval says how sure the
 mean over these seeds is, for these 192 videos, not how a fourth seed would fall).
+
+``--method faceswap`` compares the runs on one fake family: its fakes against every real video (the videos a
+family's AUC in ``evaluate``'s ``per_method`` is computed on), e.g. a family held out of training against the
+same family seen in training.
 """
 from __future__ import annotations
 
@@ -51,6 +55,16 @@ def run_scores(run: str, repo: Path = Path(".")) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(shown.stdout))
 
 
+def one_family(scores: pd.DataFrame, method: str, run: str) -> pd.DataFrame:
+    """The real videos of ``scores`` and the fakes of family ``method`` (``--method``); refused, naming the
+    families ``run`` has, when it holds no fake of that family."""
+    fakes = scores["label"] == 1
+    if not (fakes & (scores["method"] == method)).any():
+        have = ", ".join(sorted(set(scores.loc[fakes, "method"].astype(str)))) or "none"
+        raise SystemExit(f"paired: {run} has no fake video of method {method!r} (its fake families: {have})")
+    return scores[~fakes | (scores["method"] == method)].reset_index(drop=True)
+
+
 def aligned(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
     """``a`` and ``b`` joined on the video key, in key order, with ``label``, ``score_a``, ``score_b``; refused
     unless both hold exactly the same videos with the same labels."""
@@ -86,6 +100,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--a", required=True, help="runs of setting A, comma-separated (experiment names, HEAD, CSV files)")
     ap.add_argument("--b", required=True, help="runs of setting B, paired with --a by position")
+    ap.add_argument("--method", default=None,
+                    help="compare on one fake family only: its fakes against every real video")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--ci", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (evaluate's is params.yaml's seed)")
@@ -97,7 +113,10 @@ def main(argv=None) -> int:
     pairs = []
     pct = round(args.ci * 100)
     for ra, rb in zip(runs_a, runs_b):
-        p = aligned(run_scores(ra), run_scores(rb), (ra, rb))
+        sa, sb = run_scores(ra), run_scores(rb)
+        if args.method:
+            sa, sb = one_family(sa, args.method, ra), one_family(sb, args.method, rb)
+        p = aligned(sa, sb, (ra, rb))
         res = paired_bootstrap(p["label"].to_numpy(), p["score_a"].to_numpy(), p["score_b"].to_numpy(), n=args.bootstrap, ci=args.ci, seed=args.seed)
         print(f"{ra} - {rb}: AUC {res['auc_a']:.3f} - {res['auc_b']:.3f} = {res['diff']:+.3f} "
               f"[{res['ci'][0]:+.3f}, {res['ci'][1]:+.3f}] ({pct} % paired bootstrap on {res['n']} videos), "
