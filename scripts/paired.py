@@ -12,9 +12,9 @@ Then the mean difference over the pairs, with the interval of that mean over the
 pair: the videos are the unit of the interval, the seeds are averaged (so the interval says how sure the
 mean over these seeds is, for these 192 videos, not how a fourth seed would fall).
 
-``--method faceswap`` compares the runs on one fake family: its fakes against every real video (the videos a
-family's AUC in ``evaluate``'s ``per_method`` is computed on), e.g. a family held out of training against the
-same family seen in training.
+``--method faceswap`` (or ``demo/faceswap``) compares the runs on one fake family: its fakes against the real
+videos of their dataset (the videos that family's AUC in ``evaluate``'s ``per_method`` is computed on), e.g. a
+family held out of training against the same family seen in training.
 """
 from __future__ import annotations
 
@@ -56,13 +56,25 @@ def run_scores(run: str, repo: Path = Path(".")) -> pd.DataFrame:
 
 
 def one_family(scores: pd.DataFrame, method: str, run: str) -> pd.DataFrame:
-    """The real videos of ``scores`` and the fakes of family ``method`` (``--method``); refused, naming the
-    families ``run`` has, when it holds no fake of that family."""
+    """The fakes of family ``method`` (``METHOD`` or ``DATASET/METHOD``, ``--method``) and the real videos of
+    their dataset: the videos ``evaluate``'s ``per_method`` scores that family on
+    (:func:`pipeline.scoring.metrics.breakdown`). Refused, naming what ``run`` has, when it holds no fake of that
+    family, or when a bare ``METHOD`` has fakes in several datasets."""
+    dataset, _, name = method.rpartition("/")
     fakes = scores["label"] == 1
-    if not (fakes & (scores["method"] == method)).any():
-        have = ", ".join(sorted(set(scores.loc[fakes, "method"].astype(str)))) or "none"
+    hit = fakes & (scores["method"].astype(str) == name)
+    if dataset:
+        hit &= scores["dataset"].astype(str) == dataset
+    if not hit.any():
+        have = ", ".join(sorted(set(scores.loc[fakes, "dataset"].astype(str) + "/" +
+                                    scores.loc[fakes, "method"].astype(str)))) or "none"
         raise SystemExit(f"paired: {run} has no fake video of method {method!r} (its fake families: {have})")
-    return scores[~fakes | (scores["method"] == method)].reset_index(drop=True)
+    where = sorted(set(scores.loc[hit, "dataset"].astype(str)))
+    if len(where) > 1:
+        raise SystemExit(f"paired: {run} has {name!r} fakes in datasets {', '.join(where)}; "
+                         f"name one, e.g. --method {where[0]}/{name}")
+    keep = hit | (~fakes & (scores["dataset"].astype(str) == where[0]))
+    return scores[keep].reset_index(drop=True)
 
 
 def aligned(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
@@ -101,7 +113,8 @@ def main(argv=None) -> int:
     ap.add_argument("--a", required=True, help="runs of setting A, comma-separated (experiment names, HEAD, CSV files)")
     ap.add_argument("--b", required=True, help="runs of setting B, paired with --a by position")
     ap.add_argument("--method", default=None,
-                    help="compare on one fake family only: its fakes against every real video")
+                    help="compare on one fake family only (METHOD or DATASET/METHOD): its fakes against the real "
+                         "videos of their dataset")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--ci", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (evaluate's is params.yaml's seed)")

@@ -83,21 +83,27 @@ def test_reads_an_experiment_by_name_from_its_git_ref_and_a_commit(tmp_path, mon
     assert "better - HEAD: AUC 1.000 - 0.750 = +0.250" in out and "on 4 videos" in out
 
 
-def test_method_keeps_that_family_s_fakes_and_every_real(tmp_path, capsys):
-    # fakes: faceswap v0 v1, sbi v2 v3; reals v4 v5. On faceswap alone A ranks both fakes over both reals
-    # (AUC 1) and B ranks v1 below v4 (3 of 4 pairs: AUC 0.75); the sbi fakes, which A scores lowest of all,
-    # must not count.
+def test_method_keeps_that_family_s_fakes_and_the_reals_of_its_dataset(tmp_path, capsys):
+    # demo: fakes faceswap v0 v1, sbi v2 v3, reals v4 v5; other: one real v6 and one faceswap fake v7.
+    # On demo/faceswap A ranks both fakes over both reals (AUC 1) and B ranks v1 below v4 (3 of 4 pairs: 0.75);
+    # the sbi fakes (A's lowest scores) and the other dataset's real (A's highest) must not count.
     def frame(scores):
-        return pd.DataFrame({"dataset": "demo", "method": ["faceswap", "faceswap", "sbi", "sbi", "real", "real"],
-                             "video_id": [f"v{i}" for i in range(6)], "label": [1, 1, 1, 1, 0, 0],
+        return pd.DataFrame({"dataset": ["demo"] * 6 + ["other"] * 2,
+                             "method": ["faceswap", "faceswap", "sbi", "sbi", "real", "real", "real", "faceswap"],
+                             "video_id": [f"v{i}" for i in range(8)], "label": [1, 1, 1, 1, 0, 0, 0, 1],
                              "score": scores})
     fa, fb = tmp_path / "a.csv", tmp_path / "b.csv"
-    frame([0.9, 0.8, 0.0, 0.0, 0.5, 0.4]).to_csv(fa, index=False)
-    frame([0.9, 0.3, 0.9, 0.9, 0.5, 0.2]).to_csv(fb, index=False)
-    kept = paired.one_family(pd.read_csv(fa), "faceswap", "a")
+    frame([0.9, 0.8, 0.0, 0.0, 0.5, 0.4, 1.0, 0.5]).to_csv(fa, index=False)
+    frame([0.9, 0.3, 0.9, 0.9, 0.5, 0.2, 0.0, 0.5]).to_csv(fb, index=False)
+    kept = paired.one_family(pd.read_csv(fa), "demo/faceswap", "a")
     assert kept["video_id"].tolist() == ["v0", "v1", "v4", "v5"]
-    assert paired.main(["--a", str(fa), "--b", str(fb), "--method", "faceswap", "--bootstrap", "50"]) == 0
+    assert paired.main(["--a", str(fa), "--b", str(fb), "--method", "demo/faceswap", "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "AUC 1.000 - 0.750 = +0.250" in out and "on 4 videos" in out
-    with pytest.raises(SystemExit, match=r"a has no fake video of method 'flicker' \(its fake families: faceswap, sbi\)"):
+    assert paired.one_family(pd.read_csv(fa), "sbi", "a")["video_id"].tolist() == ["v2", "v3", "v4", "v5"]
+    with pytest.raises(SystemExit, match=r"faceswap' fakes in datasets demo, other; "
+                                         r"name one, e.g. --method demo/faceswap"):
+        paired.one_family(pd.read_csv(fa), "faceswap", "a")
+    with pytest.raises(SystemExit, match=r"a has no fake video of method 'flicker' \(its fake families: "
+                                         r"demo/faceswap, demo/sbi, other/faceswap\)"):
         paired.one_family(pd.read_csv(fa), "flicker", "a")
