@@ -286,6 +286,11 @@ def test_a_folder_named_like_a_video_or_without_videos_is_reported_not_0_videos(
     out = capsys.readouterr().out
     assert f"{tmp_path / 'dir.mp4'}: a directory named like a video with no video file inside" in out
     assert "detect: 1 videos, 0 scored" in out
+    # a mistyped path: said plainly before any decoding (was the decoder's "TransientReadError: cannot read")
+    assert main(["detect", str(tmp_path / "typo.mp4"), "--out", str(tmp_path / "r0"), *args]) == 1
+    out = capsys.readouterr().out
+    assert f"typo: skipped: {tmp_path / 'typo.mp4'}: no such file or folder (check the path)" in out
+    assert "TransientReadError" not in out
     folder = tmp_path / "folder"
     (folder / "x.mp4").mkdir(parents=True)
     (folder / "loop.mp4").symlink_to("loop.mp4")

@@ -119,8 +119,10 @@ def _has_videos(folder: Path) -> bool:
 def _not_scorable(path: Path) -> Optional[str]:
     """Why ``path`` is no video file to score (None when it is a file)."""
     why = not_a_file_reason(path)
-    if why is None or why == "not found":
-        return None                               # a missing file keeps the decoder's "file not found"
+    if why is None:
+        return None
+    if why == "not found":
+        return "no such file or folder (check the path)"
     if path.is_dir() and not _has_videos(path):
         kind = "a directory named like a video" if path.suffix.lower() in VIDEO_EXTENSIONS else "a folder"
         return f"{kind} with no video file inside (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})"
