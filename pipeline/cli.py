@@ -182,28 +182,27 @@ def results(args: argparse.Namespace) -> int:
     if metrics.exists():
         ev = json.loads(metrics.read_text())
         t = ev["test"]
-        fmt = _fmt   # passed on to _print_peers
-        print(f"results: test video AUC {fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}] "
-              f"({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {fmt(t.get('acc'))}")
+        print(f"results: test video AUC {_fmt(t.get('auc'))} [{_fmt(t.get('auc_ci_low'))}, "
+              f"{_fmt(t.get('auc_ci_high'))}] ({t.get('ci', 0.95):.0%} bootstrap interval) on {t.get('n')} test videos, ACC {_fmt(t.get('acc'))}")
         if ev.get("head") == "joint":
             print("results: detector: Algorithm 2's jointly trained model (evaluate.head: joint; the encoder and its "
                   f"own relation head, {at(paths.ENCODER)}), not the relation stage's {at(paths.RELATION)}")
         base = at(paths.metrics_file("baseline"))
         if base.exists():
             b = json.loads(base.read_text()).get("test") or {}
-            print(f"results: hand-made-features baseline, same split: test AUC {fmt(b.get('auc'))} "
-                  f"[{fmt(b.get('auc_ci_low'))}, {fmt(b.get('auc_ci_high'))}]")
-        _print_peers(ev, fmt, at(paths.metrics_file("peer")))
+            print(f"results: hand-made-features baseline, same split: test AUC {_fmt(b.get('auc'))} "
+                  f"[{_fmt(b.get('auc_ci_low'))}, {_fmt(b.get('auc_ci_high'))}]")
+        _print_peers(ev, at(paths.metrics_file("peer")))
         tg = ev.get("targets")
         if tg:
-            parts = [f"{k} {fmt(v['value'])} {'>=' if v['met'] else '<'} {v['target']}"
+            parts = [f"{k} {_fmt(v['value'])} {'>=' if v['met'] else '<'} {v['target']}"
                      + (f" ({v['family']})" if v.get("family") else "")
                      for k, v in tg.items() if isinstance(v, dict) and "met" in v]   # not all_met, not ceiling
             print(f"results: targets {'met' if tg['all_met'] else 'NOT met'}: " + ", ".join(parts))
             cap = tg.get("ceiling")
             if cap and not tg["test_auc"]["met"]:
-                print(f"results: {cap['family']} alone caps the test AUC at {fmt(cap['value'])} (every other family "
-                      f"perfect); the test AUC target needs it at {fmt(cap['family_auc_needed'])} or above")
+                print(f"results: {cap['family']} alone caps the test AUC at {_fmt(cap['value'])} (every other family "
+                      f"perfect); the test AUC target needs it at {_fmt(cap['family_auc_needed'])} or above")
         print(f"results: {metrics}, {at(paths.ROC_PNG)}, {at(paths.SCORES)}, "
               f"{at(paths.metrics_file('train_encoder'))}, {at(paths.metrics_file('train_relation'))}")
         print("results: compare experiments: mrl compare   (per fake family: mrl compare --families)")
@@ -232,20 +231,20 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_peers(ev: dict, fmt, peer: Path) -> None:
+def _print_peers(ev: dict, peer: Path) -> None:
     """The published peer's test AUC (``peer``: its metrics file), MRL's paired AUC differences
     (``vs_baseline``, ``vs_peer``) and the AUC per group of people, when the files hold them."""
     if peer.exists():
         pm = json.loads(peer.read_text())
         t = pm.get("test") or {}
         print(f"results: published peer ({pm.get('weights', 'MesoNet')}, frozen), same split: test AUC "
-              f"{fmt(t.get('auc'))} [{fmt(t.get('auc_ci_low'))}, {fmt(t.get('auc_ci_high'))}]")
+              f"{_fmt(t.get('auc'))} [{_fmt(t.get('auc_ci_low'))}, {_fmt(t.get('auc_ci_high'))}]")
     for name in ("baseline", "peer"):
         c = ev.get(f"vs_{name}")
         if c:
             lo, hi = c.get("ci") or (None, None)
             print(f"results: MRL - {name} (paired bootstrap on {c.get('n')} videos): AUC difference "
-                  f"{fmt(c.get('diff'))} [{fmt(lo)}, {fmt(hi)}], MRL ahead in {fmt(c.get('p_above'))} of resamples")
+                  f"{_fmt(c.get('diff'))} [{_fmt(lo)}, {_fmt(hi)}], MRL ahead in {_fmt(c.get('p_above'))} of resamples")
     g = ev.get("groups")
     if g:
         for col in ("gender", "ethnicity"):
