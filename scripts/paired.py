@@ -61,19 +61,17 @@ def one_family(scores: pd.DataFrame, method: str, run: str) -> pd.DataFrame:
     (:func:`pipeline.scoring.metrics.breakdown`). Refused, naming what ``run`` has, when it holds no fake of that
     family, or when a bare ``METHOD`` has fakes in several datasets."""
     dataset, _, name = method.rpartition("/")
+    ds, mt = scores["dataset"].astype(str), scores["method"].astype(str)
     fakes = scores["label"] == 1
-    hit = fakes & (scores["method"].astype(str) == name)
-    if dataset:
-        hit &= scores["dataset"].astype(str) == dataset
+    hit = fakes & (mt == name) & ((ds == dataset) if dataset else True)
     if not hit.any():
-        have = ", ".join(sorted(set(scores.loc[fakes, "dataset"].astype(str) + "/" +
-                                    scores.loc[fakes, "method"].astype(str)))) or "none"
+        have = ", ".join(sorted(set(ds[fakes] + "/" + mt[fakes]))) or "none"
         raise SystemExit(f"paired: {run} has no fake video of method {method!r} (its fake families: {have})")
-    where = sorted(set(scores.loc[hit, "dataset"].astype(str)))
+    where = sorted(set(ds[hit]))
     if len(where) > 1:
         raise SystemExit(f"paired: {run} has {name!r} fakes in datasets {', '.join(where)}; "
                          f"name one, e.g. --method {where[0]}/{name}")
-    keep = hit | (~fakes & (scores["dataset"].astype(str) == where[0]))
+    keep = hit | (~fakes & (ds == where[0]))
     return scores[keep].reset_index(drop=True)
 
 
