@@ -25,7 +25,8 @@ def orthogonal_diversity_loss(vertices: Tensor, reduction: Literal["sum", "pairs
             entries); ``'pairs'`` divides it by the N(N-1) ordered pairs i != j, i.e. the mean squared
             cosine between two different vertices (the diagonal is 0 for unit vertices). With N = 12
             and vertices after ReLUs (nearly collinear at initialisation) ``'sum'`` starts near 130
-            against a cross-entropy of 0.69 and swamps it (measured, README); ``'pairs'`` starts near 1.
+            against a cross-entropy of 0.69 and swamps it (measured: docs/RESULTS.md, "How the defaults
+            were chosen"); ``'pairs'`` starts near 1.
     """
     gram = vertices @ vertices.transpose(-1, -2)                      # [B, T, N, N]
     n = gram.size(-1)

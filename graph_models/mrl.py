@@ -139,7 +139,7 @@ class RelationLearner(nn.Module):
             of every (vertex, channel) over the batch and the snippets before the cell. Unit vertices after
             ReLUs share one dominant direction (cosine 0.9+ between different videos), so what tells videos
             apart is a few percent of each entry; standardising it is what let the model fit the demo's
-            training set at all (measured, README).
+            training set at all (measured: docs/RESULTS.md, "How the defaults were chosen").
         mlp_hidden, dropout: the classifier.
 
     ``forward(vertices [B, T, N, C]) -> logits [B]``.

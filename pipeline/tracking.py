@@ -321,7 +321,7 @@ def _quiet_pickle_warning() -> Iterator[None]:
     The pickle is chosen on purpose: MLflow's alternative (``pt2``, torch.export) needs an input example,
     costs ~26 s a model and fixes the input shapes (a model exported with T=3 fails on T=5). The risk is
     handled where the model is loaded: ``mrl detect --mlflow-run`` refuses it without ``--trust-pickle``
-    (README, "MLflow"); the pipeline's own model files load with ``torch.load(weights_only=True)``."""
+    (README, "Tracking"); the pipeline's own model files load with ``torch.load(weights_only=True)``."""
     log = logging.getLogger("mlflow.pytorch")
     drop = _DropPickleWarning()
     log.addFilter(drop)
