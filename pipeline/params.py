@@ -82,7 +82,7 @@ def _check_workers(v):
     return v
 
 
-# processes working in parallel: an int, or "auto" (the CPU cores, at most 8; pipeline.runtime.resolve_workers)
+# processes working in parallel: an int, or "auto" (the CPUs this process may use, at most 8; pipeline.runtime.resolve_workers)
 Workers = Annotated[Union[int, Literal["auto"]], BeforeValidator(_check_workers)]
 
 

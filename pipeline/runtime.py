@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["seed_everything", "resolve_device", "autocast", "atomic_write", "atomic_path", "publish",
            "atomic_torch_save",
-           "write_text", "write_json", "write_csv", "sha256_file", "resolve_workers", "params_digest", "epoch_generator", "parse_shard", "exit_now"]
+           "write_text", "write_json", "write_csv", "sha256_file", "resolve_workers", "usable_cpus", "params_digest", "epoch_generator", "parse_shard", "exit_now"]
 
 
 def seed_everything(seed: int) -> None:
@@ -159,16 +159,25 @@ def write_csv(df, path: str | Path) -> None:
         df.to_csv(f, index=False)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity set (what ``taskset``, a cgroup cpuset or a batch
+    scheduler's ``--cpus-per-task`` leave it), not every core of the machine as :func:`os.cpu_count` says."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):   # no affinity API (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
 def resolve_workers(num_workers, device: Optional[str] = "cpu") -> int:
     """``num_workers`` (``crop.num_workers``, ``demo.num_workers``) as a number of processes: an int as given;
-    ``"auto"``: the CPU cores, at most 8, on CPU and GPU alike (each process decodes, detects and crops its own
+    ``"auto"``: the CPUs this process may use (:func:`usable_cpus`), at most 8, on CPU and GPU alike (each process decodes, detects and crops its own
     videos; on CPU each gets ``cores // workers`` torch threads, with a GPU they share it). Measured on the
     shared 2-core CPU (bench/README.md): 2 processes x 1 thread crop 1.6-2.4x faster than 1 process x 2 threads
     once a few videos amortise the ~5 s start of a worker (importing torch and MTCNN); ``device`` is kept for
     callers that may tune it per device."""
     if num_workers != "auto":
         return max(1, int(num_workers))
-    return max(1, min(8, os.cpu_count() or 1))
+    return min(8, usable_cpus())
 
 
 def parse_shard(s: str) -> tuple[int, int]:

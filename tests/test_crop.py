@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -510,9 +512,18 @@ def test_prefetch_keeps_order_raises_the_producers_error_and_stops_early():
 
 
 def test_num_workers_auto_is_the_cores_at_most_8():
-    assert resolve_workers("auto", "cpu") == min(8, os.cpu_count()) and resolve_workers(3) == 3
+    assert resolve_workers("auto", "cpu") == min(8, len(os.sched_getaffinity(0))) and resolve_workers(3) == 3
     with pytest.raises(ValueError, match="num_workers"):
         parse_params({"crop": {"num_workers": 0}})
+
+
+def test_num_workers_auto_counts_only_the_cpus_this_process_may_use():
+    """Under ``taskset -c 0`` (or a scheduler's cpuset) "auto" is 1 worker, not one per core of the machine."""
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from pipeline.runtime import resolve_workers; print(resolve_workers('auto'), os.cpu_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out[0] == "1", f"auto gave {out[0]} workers on one usable CPU of {out[1]}"
 
 
 def test_stage_fails_without_any_window(tmp_path, media, capsys):
