@@ -13,6 +13,8 @@
                                                   #    (+ reports/<grid>_auc.csv, read by dvc.yaml's plots)
     python scripts/grids.py report curve --rev ee0af21 --alias crop96=mobilenetv2-all-s0
                                   # only the experiments of these commits (fast); a run of another name as a point
+    python scripts/grids.py report curve --rev 44bb323 --runs reports/epyc/curve_runs.csv --out reports/epyc
+                                  # with the runs an earlier report recorded (their experiments live elsewhere)
 
 Each experiment is ``dvc exp run --queue -n <grid>-<point> -S key=value ...``; DVC re-runs only the stages
 whose params changed: ``mask`` re-runs train_relation and evaluate (the crops and the encoder are reused),
@@ -230,12 +232,16 @@ def fmt(v) -> str:
 
 
 def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None,
-           aliases: dict[str, str] | None = None) -> Path:
+           aliases: dict[str, str] | None = None, runs: list[Path] | None = None) -> Path:
     """``out_dir/<name>.md`` (and the PNG / CSV of the grid) from its finished experiments (default: read
     from ``dvc exp show``; ``exps``: name -> the experiment's data, as :func:`finished_experiments` gives).
-    ``aliases`` (experiment -> point, already applied to ``exps``) are listed under the title."""
+    ``aliases`` (experiment -> point, already applied to ``exps``) are listed under the title. ``runs`` (curve
+    only): ``curve_runs.csv`` files of earlier reports, whose runs join the experiments' (:func:`earlier_runs`)."""
     exps = finished(name) if exps is None else exps
-    if not exps:
+    if runs and name != "curve":
+        raise SystemExit(f"--runs reads a learning curve's curve_runs.csv; the {name} report takes experiments only")
+    earlier = [r for path in runs or [] for r in read_curve_runs(path)]
+    if not exps and not earlier:
         raise SystemExit(f"no finished experiments named {name}-*: queue them and run `dvc queue start`")
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"# {name}: {len(exps)} experiments", ""]
@@ -279,7 +285,11 @@ def report(name: str, out_dir: Path = Path("reports"), exps: dict | None = None,
                              "auc_ci_low": t.get("auc_ci_low"), "auc_ci_high": t.get("auc_ci_high")})
         _write_csv(csv_rows, out_dir / f"{name}_auc.csv")
     elif name == "curve":
-        lines += curve_report(exps, out_dir)
+        rows = earlier_runs(curve_rows(exps), earlier)
+        if len(rows) > len(exps):
+            lines += [f"With {len(rows) - len(exps)} runs of earlier reports ({', '.join(str(p) for p in runs)}): "
+                      f"{len(rows)} runs in all.", ""]
+        lines += curve_report(exps, out_dir, rows)
     else:
         rows = []
         for exp, data in exps.items():
@@ -337,6 +347,47 @@ def curve_rows(exps: dict) -> list[dict]:
     return rows
 
 
+_RUN_KEY = ("backbone", "identities", "all", "seed")
+
+
+def read_curve_runs(path: Path) -> list[dict]:
+    """The runs of an earlier curve report (its ``curve_runs.csv``, as :func:`curve_rows` wrote them), typed
+    again: the record of runs whose experiments live in another clone or on another machine."""
+    import csv
+
+    if not Path(path).is_file():
+        raise SystemExit(f"--runs {path}: no such file (a curve report's curve_runs.csv)")
+
+    def num(v, kind):
+        return None if v in ("", None) else kind(v)
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    missing = [c for c in ("identities", "all", "backbone", "seed", "auc") if rows and c not in rows[0]]
+    if missing:
+        raise SystemExit(f"--runs {path}: not a curve_runs.csv (no column {', '.join(missing)})")
+    return [dict(identities=num(r["identities"], int), all=r["all"] == "True", backbone=r["backbone"],
+                 seed=num(r["seed"], int), train_windows=num(r.get("train_windows"), int),
+                 auc=num(r["auc"], float), auc_ci_low=num(r.get("auc_ci_low"), float),
+                 auc_ci_high=num(r.get("auc_ci_high"), float), videos=num(r.get("videos"), int),
+                 baseline_auc=num(r.get("baseline_auc"), float)) for r in rows]
+
+
+def earlier_runs(rows: list[dict], earlier: list[dict]) -> list[dict]:
+    """``rows`` (this report's experiments) plus the ``earlier`` runs of points and seeds they do not have
+    (an experiment wins over an earlier record of the same backbone, size and seed), sorted as
+    :func:`curve_rows` sorts."""
+    have = {tuple(r[k] for k in _RUN_KEY) for r in rows}
+    out = list(rows)
+    for r in earlier:
+        key = tuple(r[k] for k in _RUN_KEY)
+        if key not in have:
+            have.add(key)
+            out.append(r)
+    out.sort(key=lambda r: (str(r["backbone"]), r["identities"] or 0, r["seed"] if r["seed"] is not None else -1))
+    return out
+
+
 def curve_points(rows: list[dict]) -> list[dict]:
     """The rows grouped by (backbone, identities): the seeds' mean, minimum and maximum of MRL's and the
     baseline's test AUC (the spread of a point over seeds, which draw both the subset and the initialisation)."""
@@ -377,10 +428,11 @@ def _fit_line(label: str, ks: list, aucs: list, seeds: list) -> str:
     return f"- {label}: test AUC = {a:.3f} + {b:.3f} ln(identities) over {len(ks)} runs; {crossing}."
 
 
-def curve_report(exps: dict, out_dir: Path) -> list[str]:
+def curve_report(exps: dict, out_dir: Path, rows: list[dict] | None = None) -> list[str]:
     """Table, CSVs and PNG of test AUC against the number of training identities, per backbone, with the
-    baseline (hand-made features, same training subset), the seeds' spread, and log fits extrapolated to 0.90."""
-    rows = curve_rows(exps)
+    baseline (hand-made features, same training subset), the seeds' spread, and log fits extrapolated to 0.90.
+    ``rows``: the runs to draw (default: :func:`curve_rows` of ``exps``)."""
+    rows = curve_rows(exps) if rows is None else rows
     pts = curve_points(rows)
     lines = ["| backbone | training identities | training windows | seeds | MRL test AUC, mean [min, max] | "
              "baseline test AUC, mean [min, max] | test videos |", "|---|---|---|---|---|---|---|"]
@@ -518,6 +570,9 @@ def main(argv=None) -> int:
     ap.add_argument("--alias", action="append", metavar="EXPERIMENT=POINT",
                     help="report: read a finished experiment of another name as a point of the grid (repeat it)")
     ap.add_argument("--out", type=Path, default=Path("reports"), help="report: the folder to write (default: reports)")
+    ap.add_argument("--runs", action="append", type=Path, metavar="CSV",
+                    help="report curve: also the runs of an earlier report's curve_runs.csv (experiments measured in "
+                         "another clone); an experiment of the same backbone, size and seed wins (repeat it)")
     args = ap.parse_args(argv)
     if args.action == "list":
         for exp, sets in select(grid(args.grid), args.grid, args.only):
@@ -529,7 +584,7 @@ def main(argv=None) -> int:
         queue(args.grid, only=args.only)
     else:
         aliases = parse_aliases(args.alias)
-        report(args.grid, args.out, finished(args.grid, args.rev, aliases), aliases)
+        report(args.grid, args.out, finished(args.grid, args.rev, aliases), aliases, args.runs)
     return 0
 
 

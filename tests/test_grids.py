@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,16 +179,18 @@ def test_curve_grid_is_points_x_seeds_x_backbones():
     assert "demo" not in rerun and rerun[:2] == ["manifest", "crop"]   # the seed keeps the demo (demo.seed)
 
 
-def test_curve_report_groups_seeds_per_backbone_and_fits(tmp_path):
-    def data(k, n_ident, auc, base, backbone="mobilenet_v2", seed=0):
-        return {"params": {"params.yaml": {"data": {"seed": seed, "encoder": {"backbone": backbone},
-                                                     "data": {"train_identities": k}}}},
-                "metrics": {"metrics/evaluate.json": {"data": {"test": {
-                    "auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": auc + 0.1, "n": 56}}},
-                    "metrics/train_encoder.json": {"data": {"run": {"train_identities": n_ident,
-                                                                    "train_windows": 10 * n_ident}}},
-                    "metrics/baseline.json": {"data": {"test": {"auc": base}}}}}
+def _curve_exp(k, n_ident, auc, base, backbone="mobilenet_v2", seed=0):
+    return {"params": {"params.yaml": {"data": {"seed": seed, "encoder": {"backbone": backbone},
+                                                 "data": {"train_identities": k}}}},
+            "metrics": {"metrics/evaluate.json": {"data": {"test": {
+                "auc": auc, "auc_ci_low": auc - 0.1, "auc_ci_high": auc + 0.1, "n": 56}}},
+                "metrics/train_encoder.json": {"data": {"run": {"train_identities": n_ident,
+                                                                "train_windows": 10 * n_ident}}},
+                "metrics/baseline.json": {"data": {"test": {"auc": base}}}}}
 
+
+def test_curve_report_groups_seeds_per_backbone_and_fits(tmp_path):
+    data = _curve_exp
     exps = {"curve-mobilenetv2-all-s0": data(None, 12, 0.70, 0.66), "curve-mobilenetv2-all-s1": data(None, 12, 0.74, 0.64, seed=1),
             "curve-mobilenetv2-3-s0": data(3, 3, 0.55, 0.60), "curve-mobilenetv2-6-s0": data(6, 6, 0.62, 0.64),
             "curve-small3d-3-s0": data(3, 3, 0.50, 0.60, "small3d")}
@@ -205,11 +209,36 @@ def test_curve_report_groups_seeds_per_backbone_and_fits(tmp_path):
     assert (tmp_path / "curve_runs.csv").read_text().count("\n") == 6   # header + one line per run
 
 
+def test_curve_report_joins_the_runs_of_an_earlier_report(tmp_path):
+    """Runs measured in another clone (their experiments gone, their curve_runs.csv kept) join a new report's:
+    the same table, fits and CSVs as if every run were an experiment here; an experiment wins over a record."""
+    first = {"curve-mobilenetv2-3-s0": _curve_exp(3, 3, 0.55, 0.60), "curve-mobilenetv2-6-s0": _curve_exp(6, 6, 0.62, 0.64),
+             "curve-mobilenetv2-all-s0": _curve_exp(None, 12, 0.70, 0.66), "curve-small3d-3-s0": _curve_exp(3, 3, 0.40, 0.60, "small3d")}
+    second = {"curve-small3d-3-s0": _curve_exp(3, 3, 0.50, 0.60, "small3d"),          # re-run: replaces the record
+              "curve-small3d-6-s0": _curve_exp(6, 6, 0.52, 0.64, "small3d"),
+              "curve-small3d-all-s0": _curve_exp(None, 12, 0.51, 0.66, "small3d")}
+    grids.report("curve", tmp_path / "a", first)
+    grids.report("curve", tmp_path / "all", {**first, **second})          # the reference: every run an experiment
+    md = grids.report("curve", tmp_path / "b", second, runs=[tmp_path / "a" / "curve_runs.csv"]).read_text()
+    for f in ("curve_runs.csv", "curve_points.csv", "curve_auc.csv"):
+        assert (tmp_path / "b" / f).read_text() == (tmp_path / "all" / f).read_text(), f
+    ref = (tmp_path / "all" / "curve.md").read_text()
+    assert md.split("\n", 4)[4] == ref.split("\n", 2)[2]                 # the same table and fits
+    assert "With 3 runs of earlier reports" in md and "6 runs in all" in md
+    assert "| small3d | 3 | 30 | 1 | 0.500 [0.500, 0.500]" in md           # the experiment's 0.50, not the record's 0.40
+    with pytest.raises(SystemExit, match="no such file"):
+        grids.report("curve", tmp_path / "c", second, runs=[tmp_path / "nope.csv"])
+    (tmp_path / "x.csv").write_text("rate,minimal\n0.5,0.7\n")
+    with pytest.raises(SystemExit, match="not a curve_runs.csv"):
+        grids.report("curve", tmp_path / "c", second, runs=[tmp_path / "x.csv"])
+    with pytest.raises(SystemExit, match="learning curve"):
+        grids.report("mask", tmp_path / "c", {}, runs=[tmp_path / "a" / "curve_runs.csv"])
+
+
 def test_only_selects_points_by_name():
     pts = grids.select(grids.grid("mask-full"), "mask-full", "minimal-00,random-05")
     assert [e for e, _ in pts] == ["mask-full-minimal-00", "mask-full-random-05"]
     assert pts[1][1]["train_encoder.mask.rate"] == 0.5
-    import pytest
     with pytest.raises(SystemExit, match="no point"):
         grids.select(grids.grid("mask"), "mask", "minimal-5")
 
@@ -217,7 +246,6 @@ def test_only_selects_points_by_name():
 def test_alias_reads_a_differently_named_run_as_a_grid_point():
     assert grids.parse_aliases(["crop96=mobilenetv2-all-s0", " b = small3d-5-s1 "]) == {
         "crop96": "mobilenetv2-all-s0", "b": "small3d-5-s1"}
-    import pytest
     with pytest.raises(SystemExit, match="write EXPERIMENT=POINT"):
         grids.parse_aliases(["crop96"])
     run, other = {"metrics": {"m": 1}}, {"metrics": {"m": 2}}
