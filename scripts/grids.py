@@ -329,6 +329,11 @@ def identities_needed(a: float, b: float, target: float) -> float | None:
     return float(np.exp(ln_k)) if ln_k <= np.log(NEEDED_MAX) else None
 
 
+def _run_order(r: dict) -> tuple:
+    """Curve runs by backbone, then size (all people last), then seed."""
+    return str(r["backbone"]), r["identities"] or 0, r["seed"] if r["seed"] is not None else -1
+
+
 def curve_rows(exps: dict) -> list[dict]:
     """One row per finished curve experiment: backbone, seed, training identities, MRL and baseline test AUC."""
     rows = []
@@ -343,7 +348,7 @@ def curve_rows(exps: dict) -> list[dict]:
                          backbone=(p.get("encoder") or {}).get("backbone", "?"), seed=p.get("seed"),
                          train_windows=enc.get("train_windows"), auc=t.get("auc"), auc_ci_low=t.get("auc_ci_low"),
                          auc_ci_high=t.get("auc_ci_high"), videos=t.get("n"), baseline_auc=base.get("auc")))
-    rows.sort(key=lambda r: (str(r["backbone"]), r["identities"] or 0, r["seed"] if r["seed"] is not None else -1))
+    rows.sort(key=_run_order)
     return rows
 
 
@@ -375,8 +380,7 @@ def read_curve_runs(path: Path) -> list[dict]:
 
 def earlier_runs(rows: list[dict], earlier: list[dict]) -> list[dict]:
     """``rows`` (this report's experiments) plus the ``earlier`` runs of points and seeds they do not have
-    (an experiment wins over an earlier record of the same backbone, size and seed), sorted as
-    :func:`curve_rows` sorts."""
+    (an experiment wins over an earlier record of the same backbone, size and seed), in :func:`_run_order`."""
     have = {tuple(r[k] for k in _RUN_KEY) for r in rows}
     out = list(rows)
     for r in earlier:
@@ -384,7 +388,7 @@ def earlier_runs(rows: list[dict], earlier: list[dict]) -> list[dict]:
         if key not in have:
             have.add(key)
             out.append(r)
-    out.sort(key=lambda r: (str(r["backbone"]), r["identities"] or 0, r["seed"] if r["seed"] is not None else -1))
+    out.sort(key=_run_order)
     return out
 
 
