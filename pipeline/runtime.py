@@ -171,7 +171,8 @@ def usable_cpus() -> int:
 def resolve_workers(num_workers, device: Optional[str] = "cpu") -> int:
     """``num_workers`` (``crop.num_workers``, ``demo.num_workers``) as a number of processes: an int as given;
     ``"auto"``: the CPUs this process may use (:func:`usable_cpus`), at most 8, on CPU and GPU alike (each
-    process decodes, detects and crops its own videos; on CPU each gets ``cores // workers`` torch threads, with a
+    process decodes, detects and crops its own videos with a fixed number of torch threads,
+    ``pipeline.ingest.cropping.pool.DETECT_THREADS``, so that the crops do not depend on the worker count; with a
     GPU they share it). Measured on the
     shared 2-core CPU (bench/README.md): 2 processes x 1 thread crop 1.6-2.4x faster than 1 process x 2 threads
     once a few videos amortise the ~5 s start of a worker (importing torch and MTCNN); ``device`` is kept for
