@@ -9,20 +9,15 @@ clone has none)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-_ENV = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+from workspace import PROJECT_ROOT as ROOT, commit_all, run_dvc
 
 
 def stale_lock_entries(root: Path) -> list[str]:
     """``stage: path (what)`` for every git-tracked dependency or param whose value differs from dvc.lock."""
-    res = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, capture_output=True,
-                         text=True, env=_ENV)
-    assert res.returncode == 0, res.stderr
+    res = run_dvc(root, "status", "--json")
     tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.splitlines()
 
@@ -48,17 +43,11 @@ def test_committed_lock_matches_the_code_and_params():
                        "dvc.lock with the outputs it rewrote:\n  " + "\n  ".join(stale))
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-
 def test_stale_code_and_params_are_reported_absent_outputs_are_not(tmp_path):
     repo = tmp_path / "r"
     repo.mkdir()
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "t@example.org")
-    _git(repo, "config", "user.name", "t")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, env=_ENV)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    run_dvc(repo, "init", "-q")
     (repo / "lib").mkdir()
     (repo / "lib" / "a.py").write_text("A = 1\n")
     (repo / "make.py").write_text("import pathlib\npathlib.Path('out.txt').write_text('x')\n")
@@ -66,15 +55,12 @@ def test_stale_code_and_params_are_reported_absent_outputs_are_not(tmp_path):
     (repo / "dvc.yaml").write_text(
         "stages:\n  make:\n    cmd: python make.py\n    deps: [make.py, lib]\n    params: [rate]\n"
         "    outs: [out.txt]\n")
-    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=repo, check=True, env=_ENV,
-                   capture_output=True)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "run")
+    run_dvc(repo, "repro", "-q")
+    commit_all(repo, "run")
     assert stale_lock_entries(repo) == []
 
     (repo / "out.txt").unlink()                           # an absent output: what a fresh clone has
-    subprocess.run([sys.executable, "-m", "dvc", "gc", "-w", "-f", "-q"], cwd=repo, check=True, env=_ENV,
-                   capture_output=True)
+    run_dvc(repo, "gc", "-w", "-f", "-q")
     assert stale_lock_entries(repo) == []
 
     (repo / "lib" / "a.py").write_text("A = 1  # a comment changes the folder's hash\n")
